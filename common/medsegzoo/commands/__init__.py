@@ -1,0 +1,1 @@
+"""Sub-commands of the ``medsegzoo`` console script (one module per command)."""
