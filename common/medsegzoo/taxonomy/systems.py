@@ -55,7 +55,7 @@ class LabelSystem:
     @property
     def labels(self) -> dict[int, str]:
         """Label value -> canonical class name."""
-        return dict(zip(self.values, self.classes))
+        return dict(zip(self.values, self.classes, strict=True))
 
     @property
     def num_classes(self) -> int:

@@ -1,0 +1,127 @@
+"""Partial-label support: which classes of a label system a case is annotated for.
+
+A partially labeled training set (KiTS labels kidneys, MSD Spleen the spleen, ...) must tell
+the loss which output channels are supervised for each case. ``LabeledClassesMaskd`` turns
+the datalist's ``labeled_classes`` list (canonical names, in the data set's own terms such as
+``kidney``) into a multi-hot tensor over the label system's classes (``kidney`` ->
+``kidney_left`` + ``kidney_right``). Lists of different lengths cannot be collated into a
+batch; a fixed-length tensor can, so by default the list is replaced by the tensor in place
+and MONAI's ``list_data_collate`` stacks it to ``(batch, num_classes)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
+
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Transform
+
+from medsegzoo.errors import DataValidationError
+from medsegzoo.taxonomy import canonical_name, get_label_system, labeled_classes, side_parts
+from medsegzoo.taxonomy.convert import resolve_class
+
+__all__ = ["LabeledClassesMask", "LabeledClassesMaskd"]
+
+
+class LabeledClassesMask(Transform):
+    """Multi-hot vector over a label system's classes from a list of labeled class names.
+
+    Args:
+        system: label system name ("tct5", "universal32", ...).
+        include_background: prepend a channel for background (always 1), so the vector lines
+            up with a softmax output of ``num_classes + 1`` channels.
+        dtype: output dtype (float32 multiplies straight into per-class losses; bool works too).
+    """
+
+    def __init__(
+        self, system: str, include_background: bool = False, dtype: torch.dtype = torch.float32
+    ) -> None:
+        self.system = get_label_system(system)
+        self.include_background = include_background
+        self.dtype = dtype
+
+    def __call__(self, names: Iterable[str] | torch.Tensor) -> torch.Tensor:
+        """Build the multi-hot vector.
+
+        Args:
+            names: labeled class names in any spelling, in the data set's own terms (a merged
+                ``kidney`` marks both kidneys; a tumor whose organ is also listed marks the
+                organ). A tensor is passed through (already converted).
+
+        Returns:
+            Tensor of shape ``(num_classes,)`` or ``(num_classes + 1,)``.
+
+        Raises:
+            UnknownNameError: a name that is no known class.
+        """
+        if isinstance(names, torch.Tensor):
+            return names
+        if isinstance(names, str):  # a lone string would iterate over characters
+            names = [names]
+        canonical = {canonical_name(n) for n in names}
+        targets = frozenset(self.system.classes)
+        hit: set[str] = set()
+        for name in canonical:
+            res = resolve_class(name, targets, canonical)
+            if res is None:
+                continue
+            kind, cls = res
+            hit.update(
+                [cls] if kind == "direct" else [p for p in side_parts(cls) or () if p in targets]
+            )
+        vector = [1.0 if c in hit else 0.0 for c in self.system.classes]
+        if self.include_background:
+            vector.insert(0, 1.0)
+        return torch.tensor(vector, dtype=self.dtype)
+
+
+class LabeledClassesMaskd(MapTransform):
+    """Dictionary form of :class:`LabeledClassesMask`.
+
+    Args:
+        keys: key(s) holding the labeled class list (the datalist's "labeled_classes").
+        system: label system name.
+        output_key: where to write the tensor; None replaces the list in place (so that
+            batching never meets lists of different lengths).
+        dataset_key: when a case has no class list, its data set (``d[dataset_key]``) gives
+            one through :func:`medsegzoo.taxonomy.labeled_classes`.
+        include_background: prepend an always-1 background channel.
+        dtype: output dtype.
+        allow_missing_keys: with a dataset entry, a missing list is derived from it; without,
+            the case is skipped instead of raising.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        system: str,
+        output_key: str | None = None,
+        dataset_key: str = "dataset",
+        include_background: bool = False,
+        dtype: torch.dtype = torch.float32,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys=True)  # missing lists are handled below
+        self.strict = not allow_missing_keys
+        self.mask = LabeledClassesMask(system, include_background, dtype)
+        self.output_key = output_key
+        self.dataset_key = dataset_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.keys:
+            if key in d:
+                names = d[key]
+            elif self.dataset_key in d:
+                names = labeled_classes(str(d[self.dataset_key]), self.mask.system.name)
+            elif self.strict:
+                raise DataValidationError(
+                    f"LabeledClassesMaskd: case {d.get('case_id', '?')!r} has neither {key!r} "
+                    f"nor {self.dataset_key!r}"
+                )
+            else:
+                continue
+            d[self.output_key or key] = self.mask(names)
+        return d
