@@ -9,6 +9,7 @@ from medsegzoo.errors import DataValidationError, UnknownNameError
 from medsegzoo.taxonomy import (
     conversion_plan,
     convert_label_map,
+    convert_to_multi_hot,
     get_label_system,
     split_left_right,
     validate_label_values,
@@ -225,3 +226,24 @@ def test_split_fragments_and_single_component() -> None:
     assert not left.any() and np.array_equal(right, high)
     left, right = split_left_right(np.zeros((4, 4, 4), dtype=bool))
     assert not left.any() and not right.any()
+
+
+def test_multi_hot_organs_include_their_tumors() -> None:
+    low, high = two_blobs()
+    label = np.zeros(low.shape, dtype=np.uint8)
+    label[low | high] = 1
+    label[3, 3, 3] = 2  # tumor in the left kidney
+    hot = convert_to_multi_hot(label, "kits19", "universal32")
+    assert hot.shape == (32, *label.shape) and hot.dtype == bool
+    kidney_right, kidney_left, kidney_tumor = hot[1], hot[2], hot[25]
+    np.testing.assert_array_equal(kidney_left, low)  # includes the tumor voxel
+    np.testing.assert_array_equal(kidney_right, high)
+    assert kidney_tumor.sum() == 1 and kidney_tumor[3, 3, 3]
+    assert hot.sum() == low.sum() + high.sum() + 1  # nothing else is set
+    liver = np.array([0, 1, 2]).reshape(1, 1, 3)
+    hot = convert_to_multi_hot(liver, "msd_liver", "universal32")
+    assert hot[5].ravel().tolist() == [False, True, True]  # liver channel holds the tumor
+    assert hot[26].ravel().tolist() == [False, False, True]  # liver tumor channel
+    vessel = convert_to_multi_hot(liver, "msd_hepatic_vessel", "universal32")
+    assert not vessel[5].any()  # no liver label in MSD hepatic vessel: tumors stay tumors
+    assert vessel[28].ravel().tolist() == [False, False, True]

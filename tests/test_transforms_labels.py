@@ -65,3 +65,10 @@ def test_validate_passes_good_labels_through_unchanged() -> None:
     assert ValidateLabels("kits19")(label) is label
     d = ValidateLabelsd(keys="label", source="kits19")({"label": label})
     assert d["label"] is label
+
+
+def test_convert_labels_multi_hot_channels() -> None:
+    out = ConvertLabels("kits19", "tct5", multi_hot=True)(kits_label())
+    assert isinstance(out, MetaTensor) and out.shape == (5, 20, 8, 8)
+    assert torch.all(out[0, 2:6, 2:6, 2:6] == 1) and out[0].sum() == 64  # left kidney + tumor
+    assert out[1].sum() == 80 and out[2:].sum() == 0

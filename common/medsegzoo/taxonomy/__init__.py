@@ -5,8 +5,8 @@ Public API (contract in INTERFACES.md):
 * :func:`canonical_name`, :func:`display_name`, :func:`all_class_names`
 * :class:`DatasetSpec`, :func:`get_dataset`, :func:`list_datasets`
 * :class:`LabelSystem`, :func:`get_label_system`, :func:`list_label_systems`
-* :func:`convert_label_map`, :func:`split_left_right`, :func:`labeled_classes`,
-  :func:`validate_label_values`
+* :func:`convert_label_map`, :func:`convert_to_multi_hot`, :func:`split_left_right`,
+  :func:`labeled_classes`, :func:`validate_label_values`
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from medsegzoo.taxonomy.convert import (
     ConversionPlan,
     conversion_plan,
     convert_label_map,
+    convert_to_multi_hot,
     labeled_classes,
     resolve_class,
     split_left_right,
@@ -42,6 +43,7 @@ __all__ = [
     "class_info",
     "conversion_plan",
     "convert_label_map",
+    "convert_to_multi_hot",
     "display_name",
     "get_dataset",
     "get_label_system",

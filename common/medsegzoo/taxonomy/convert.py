@@ -31,12 +31,17 @@ from scipy import ndimage
 from medsegzoo.errors import DataValidationError, UnknownNameError
 from medsegzoo.taxonomy.datasets import get_dataset, resolve_dataset_name
 from medsegzoo.taxonomy.names import class_info, side_parts
-from medsegzoo.taxonomy.systems import UNIVERSAL_REFERENCE_LABELED, get_label_system
+from medsegzoo.taxonomy.systems import (
+    UNIVERSAL_REFERENCE_LABELED,
+    LabelSystem,
+    get_label_system,
+)
 
 __all__ = [
     "ConversionPlan",
     "conversion_plan",
     "convert_label_map",
+    "convert_to_multi_hot",
     "labeled_classes",
     "resolve_class",
     "source_value_map",
@@ -152,12 +157,14 @@ class ConversionPlan:
 
 
 @lru_cache(maxsize=256)
-def conversion_plan(source: str, target: str, split_left_right: bool = True) -> ConversionPlan:
+def conversion_plan(
+    source: str, target: str | LabelSystem, split_left_right: bool = True
+) -> ConversionPlan:
     """Build (and cache) the lookup table converting ``source`` label maps to ``target``.
 
     Args:
         source: data set or label system name of the input labels.
-        target: data set or label system name of the output labels.
+        target: data set or label system (name or :class:`LabelSystem`) of the output labels.
         split_left_right: split merged organs into left/right parts the target has; when
             False they become background.
 
@@ -168,7 +175,7 @@ def conversion_plan(source: str, target: str, split_left_right: bool = True) -> 
         UnknownNameError: unknown source or target.
     """
     source_name, values, aliases = source_value_map(source)
-    target_system = get_label_system(target)
+    target_system = target if isinstance(target, LabelSystem) else get_label_system(target)
     target_classes = frozenset(target_system.classes)
     source_classes = frozenset(values.values())
 
@@ -296,7 +303,7 @@ def _apply_lut(label: np.ndarray, plan: ConversionPlan, context: str | None) -> 
 def convert_label_map(
     label: np.ndarray,
     source: str,
-    target: str,
+    target: str | LabelSystem,
     *,
     split_left_right: bool = True,
     affine: np.ndarray | None = None,
@@ -333,6 +340,60 @@ def convert_label_map(
         left, right = _split_by_components(merged_mask, affine)
         out[left] = left_value
         out[right] = right_value
+    return out
+
+
+def _is_lesion(name: str) -> bool:
+    """True for tumors and cysts: a lesion edge anywhere up the subtype chain."""
+    return any(
+        relation == "lesion" or (relation == "subtype" and _is_lesion(parent))
+        for parent, relation in class_info(name).parents
+    )
+
+
+def convert_to_multi_hot(
+    label: np.ndarray,
+    source: str,
+    target: str,
+    *,
+    affine: np.ndarray | None = None,
+    context: str | None = None,
+) -> np.ndarray:
+    """Convert a label map to one boolean channel per target class, organs including lesions.
+
+    For sigmoid-per-class models (the Universal Model, REFERENCE.md section 2: "tumors are
+    merged into their organ before the organ label is made"): a KiTS tumor voxel is set in
+    both the ``kidney_tumor`` channel and the channel of the kidney it lies in. Organ
+    channels come from converting to the target without its lesion classes (so lesions merge
+    into organs and merged organs split together with their lesions); lesion channels from
+    the plain conversion.
+
+    Args:
+        label: integer label array, values from ``source``'s map.
+        source: data set or label system name of ``label``.
+        target: label system name.
+        affine: voxel-to-world RAS+ affine for left/right splitting (None: array in RAS).
+        context: what the array is (file name), for error messages.
+
+    Returns:
+        Boolean array ``(num_classes, *label.shape)``; channel i is the class with value i + 1.
+
+    Raises:
+        DataValidationError: values not in the source's map, non-integer values.
+        UnknownNameError: unknown source or target.
+    """
+    system = get_label_system(target)
+    lesion = [_is_lesion(c) for c in system.classes]
+    organs = LabelSystem(
+        f"{system.name}_organs",
+        tuple(c for c, is_lesion in zip(system.classes, lesion, strict=True) if not is_lesion),
+        tuple(v for v, is_lesion in zip(system.values, lesion, strict=True) if not is_lesion),
+    )
+    fine = convert_label_map(label, source, system, affine=affine, context=context)
+    organ_map = convert_label_map(label, source, organs, affine=affine, context=context)
+    out = np.zeros((system.num_classes, *np.shape(label)), dtype=bool)
+    for channel, (value, is_lesion) in enumerate(zip(system.values, lesion, strict=True)):
+        out[channel] = (fine if is_lesion else organ_map) == value
     return out
 
 

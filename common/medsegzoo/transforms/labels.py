@@ -19,7 +19,12 @@ from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_numpy
 
 from medsegzoo.errors import DataValidationError
-from medsegzoo.taxonomy import convert_label_map, get_label_system, validate_label_values
+from medsegzoo.taxonomy import (
+    convert_label_map,
+    convert_to_multi_hot,
+    get_label_system,
+    validate_label_values,
+)
 
 __all__ = ["ConvertLabels", "ConvertLabelsd", "ValidateLabels", "ValidateLabelsd"]
 
@@ -59,17 +64,26 @@ class ConvertLabels(Transform):
         source: data set or label system of the input values (None: give it per call).
         target: label system (or data set) of the output values.
         split_left_right: split merged organs into left/right (see ``convert_label_map``).
+        multi_hot: output one channel per target class, ``(C, H, W, D)``, with each organ
+            channel including its tumors (``convert_to_multi_hot``; sigmoid models).
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, source: str | None, target: str, split_left_right: bool = True) -> None:
+    def __init__(
+        self,
+        source: str | None,
+        target: str,
+        split_left_right: bool = True,
+        multi_hot: bool = False,
+    ) -> None:
         get_label_system(target)  # fail at construction, not at the first case
         if source is not None:
             get_label_system(source)
         self.source = source
         self.target = target
         self.split_left_right = split_left_right
+        self.multi_hot = multi_hot
 
     def __call__(self, label: Any, source: str | None = None) -> Any:
         """Convert one label array.
@@ -79,7 +93,8 @@ class ConvertLabels(Transform):
             source: overrides the source given at construction.
 
         Returns:
-            Same type (and, where it can hold the values, dtype) as ``label``.
+            Same type (and, where it can hold the values, dtype) as ``label``; shape
+            ``(C, H, W, D)`` with ``multi_hot``.
 
         Raises:
             DataValidationError: values not in the source's map (naming the file).
@@ -91,6 +106,11 @@ class ConvertLabels(Transform):
                 f"{context or 'label'}: ConvertLabels needs a source data set"
             )
         array, had_channel = _spatial(convert_to_numpy(label), context)
+        if self.multi_hot:
+            out = convert_to_multi_hot(
+                array, source, self.target, affine=_affine(label), context=context
+            )
+            return convert_to_dst_type(out, label, dtype=label.dtype)[0]
         out = convert_label_map(
             array,
             source,
@@ -168,6 +188,7 @@ class ConvertLabelsd(_PerCaseSourceMap):
         source: fixed source data set; None reads it per case from ``d[dataset_key]``.
         dataset_key: datalist entry naming the case's data set.
         split_left_right: split merged organs into left/right.
+        multi_hot: one channel per target class, organs including their tumors.
         allow_missing_keys: skip absent keys instead of raising.
     """
 
@@ -178,10 +199,11 @@ class ConvertLabelsd(_PerCaseSourceMap):
         source: str | None = None,
         dataset_key: str = "dataset",
         split_left_right: bool = True,
+        multi_hot: bool = False,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, source, dataset_key, allow_missing_keys)
-        self.converter = ConvertLabels(source, target, split_left_right)
+        self.converter = ConvertLabels(source, target, split_left_right, multi_hot)
 
     def _apply(self, label: Any, source: str, key: Hashable) -> Any:
         return self.converter(label, source=source)
