@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from medsegzoo.errors import UnknownNameError
@@ -217,3 +219,9 @@ def test_unknown_dataset_or_system_lists_known_names(getter: object) -> None:
     with pytest.raises(UnknownNameError) as err:
         getter("not_a_dataset")
     assert "not_a_dataset" in str(err.value) and "btcv" in str(err.value)
+
+
+def test_docs_list_every_dataset_and_system() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "taxonomy.md").read_text()
+    for name in (*list_datasets(), *list_label_systems()):
+        assert f"`{name}`" in doc, name
