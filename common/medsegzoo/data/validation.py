@@ -1,0 +1,418 @@
+"""Check a datalist before any work starts: files, geometry, voxels, label values.
+
+Every problem is reported with the FILE and the PROBLEM. :func:`validate_datalist` checks
+all cases and raises once with every problem found, so a user fixes a download in one pass
+instead of one crash per training run.
+
+Checks per case:
+
+* structure of the entry (``case_id``, ``image``, ``label``/``masks``, ``dataset``,
+  ``labeled_classes`` known to the data set);
+* every named file exists;
+* images are 3D volumes. A trailing singleton dimension (``x, y, z, 1``, as some writers
+  store a scalar volume) is accepted as 3D; a 4th dimension with more than one channel is an
+  error unless the data set is distributed multi-channel (MSD BrainTumour 4, Prostate 2). 2D
+  images are an error;
+* label map / masks have the image's spatial shape and affine (within ``affine_tol``);
+* with ``check_voxels``: no NaN/inf voxels; label values within the data set's label map
+  (:func:`medsegzoo.taxonomy.validate_label_values`); masks binary ({0, 1}, or {0, 255}).
+
+Across cases: duplicate case ids, and one image used by two splits (train/test leakage).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medsegzoo.data.datalist import (
+    SPLIT_KEYS,
+    format_problems,
+    load_datalist,
+    resolve_base_dir,
+    schema_problems,
+)
+from medsegzoo.data.formats import Volume, read_volume
+from medsegzoo.errors import DataValidationError, MedSegZooError
+
+__all__ = [
+    "MULTI_CHANNEL_DATASETS",
+    "Problem",
+    "ValidationSummary",
+    "case_problems",
+    "validate_case",
+    "validate_datalist",
+]
+
+# Data sets whose images are distributed as one 4D file with this many channels.
+MULTI_CHANNEL_DATASETS: dict[str, int] = {"msd_brain_tumour": 4, "msd_prostate": 2}
+# Absolute tolerance on affine entries (mm): headers written by different tools for the same
+# grid differ by float rounding (about 1e-5 mm); real misalignment is far larger.
+DEFAULT_AFFINE_TOL = 1e-3
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem with one file.
+
+    Attributes:
+        file: the file (or datalist location) concerned.
+        problem: what is wrong.
+        case_id: the case, when known.
+    """
+
+    file: str
+    problem: str
+    case_id: str | None = None
+
+    def __str__(self) -> str:
+        case = f" [case {self.case_id}]" if self.case_id else ""
+        return f"{self.file}: {self.problem}{case}"
+
+
+@dataclass(frozen=True)
+class ValidationSummary:
+    """What :func:`validate_datalist` checked (returned when everything passed).
+
+    Attributes:
+        cases: number of entries checked.
+        files: number of files checked.
+        per_split: entries per split key.
+    """
+
+    cases: int
+    files: int
+    per_split: dict[str, int]
+
+
+def _spatial(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape with trailing singleton dimensions beyond the third removed."""
+    shape = tuple(shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    return shape
+
+
+def _dims_problem(volume: Volume, role: str, dataset: str | None) -> str | None:
+    """Why a volume is not a usable 3D (or expected multi-channel) volume, or None."""
+    shape = _spatial(volume.shape)
+    if len(shape) == 3:
+        return None
+    channels = MULTI_CHANNEL_DATASETS.get(dataset or "")
+    if role == "image" and len(shape) == 4 and channels is not None:
+        if shape[3] == channels:
+            return None
+        return f"image has {shape[3]} channels (shape {volume.shape}); data set {dataset!r} has {channels}"
+    if len(shape) < 3:
+        return f"{role} is {len(shape)}D (shape {volume.shape}); a 3D volume is required"
+    return (
+        f"{role} is {len(shape)}D (shape {volume.shape}); a 3D volume is required "
+        "(a trailing dimension of size 1 is accepted)"
+    )
+
+
+def _finite_problem(array: np.ndarray, role: str) -> str | None:
+    if not np.issubdtype(array.dtype, np.floating):
+        return None
+    nan = int(np.isnan(array).sum())
+    inf = int(np.isinf(array).sum())
+    if nan or inf:
+        return f"{role} has {nan} NaN and {inf} infinite voxels"
+    return None
+
+
+def _mask_values_problem(array: np.ndarray) -> str | None:
+    values = np.unique(array)
+    if values.size > 16:
+        return f"mask has {values.size} distinct values; a binary mask holds 0 and 1"
+    close = [v for v in values.tolist() if not (abs(v) < 1e-3 or abs(v - 1) < 1e-3 or v == 255)]
+    if close:
+        return f"mask values {close[:10]} are not binary (expected 0 and 1)"
+    return None
+
+
+def case_problems(
+    entry: Mapping[str, Any],
+    base_dir: str | os.PathLike,
+    *,
+    check_voxels: bool = True,
+    affine_tol: float = DEFAULT_AFFINE_TOL,
+    where: str = "datalist entry",
+    read_headers: bool = True,
+) -> list[Problem]:
+    """Every problem of one datalist entry (nothing raised for data problems).
+
+    Args:
+        entry: datalist entry with paths relative to ``base_dir`` (or absolute).
+        base_dir: data set folder.
+        check_voxels: read the voxels (NaN/inf, label values); headers only otherwise.
+        affine_tol: absolute tolerance on affine entries (mm).
+        where: location of the entry, used when the entry itself is malformed.
+        read_headers: read image headers at all; False checks structure and existence only.
+
+    Returns:
+        The problems found (empty if the case is usable).
+    """
+    structural = schema_problems(entry, where)
+    if structural:
+        return [Problem(where, p.split(": ", 1)[-1]) for p in structural]
+    case_id = entry["case_id"]
+    base = Path(base_dir)
+    problems: list[Problem] = []
+
+    def add(file: str | os.PathLike, problem: str) -> None:
+        problems.append(Problem(str(file), problem, case_id))
+
+    dataset = _dataset_problem(entry)
+    if isinstance(dataset, str):
+        add(where, dataset)
+        dataset_name = None
+    else:
+        dataset_name = entry["dataset"]
+
+    image_path = base / entry["image"]
+    targets: list[tuple[str, Path]] = []
+    if isinstance(entry.get("label"), str):
+        targets.append(("label", base / entry["label"]))
+    for name, rel in (entry.get("masks") or {}).items():
+        targets.append((f"mask {name!r}", base / rel))
+    missing = [(role, p) for role, p in [("image", image_path), *targets] if not p.exists()]
+    for role, path in missing:
+        add(path, f"{role} file does not exist")
+    if any(role == "image" for role, _ in missing) or not (read_headers or check_voxels):
+        return problems
+
+    image = _read(image_path, "image", check_voxels, None, add)
+    if image is None:
+        return problems
+    dims = _dims_problem(image, "image", dataset_name)
+    if dims:
+        add(image_path, dims)
+        return problems
+    if image.array is not None:
+        finite = _finite_problem(image.array, "image")
+        if finite:
+            add(image_path, finite)
+    image_spatial = _spatial(image.shape)[:3]
+    for role, path in targets:
+        if (role, path) in missing:
+            continue
+        field = "label" if role == "label" else "image"
+        target = _read(path, field, check_voxels, image_path, add)
+        if target is None:
+            continue
+        dims = _dims_problem(target, role, dataset_name)
+        if dims:
+            add(path, dims)
+            continue
+        if _spatial(target.shape) != image_spatial:
+            add(
+                path,
+                f"{role} shape {_spatial(target.shape)} differs from image shape {image_spatial} ({image_path})",
+            )
+            continue
+        deviation = float(np.max(np.abs(target.affine - image.affine)))
+        if deviation > affine_tol:
+            add(
+                path,
+                f"{role} affine differs from the image's ({image_path}) by up to {deviation:.4g} mm "
+                f"(tolerance {affine_tol:g}); image and label are not on the same grid",
+            )
+        if target.array is None:
+            continue
+        finite = _finite_problem(target.array, role)
+        if finite:
+            add(path, finite)
+            continue
+        if role == "label" and dataset_name is not None:
+            value_problem = _label_values_problem(target.array, dataset_name, path)
+            if value_problem:
+                add(path, value_problem)
+        elif role != "label":
+            mask_problem = _mask_values_problem(target.array)
+            if mask_problem:
+                add(path, mask_problem)
+    return problems
+
+
+def _read(path: Path, field: str, voxels: bool, image_path: Path | None, add: Any) -> Volume | None:
+    try:
+        return read_volume(path, field=field, voxels=voxels, reference=image_path)
+    except DataValidationError as err:
+        message = str(err)
+        add(path, message.split(": ", 1)[1] if message.startswith(str(path)) else message)
+        return None
+
+
+def _dataset_problem(entry: Mapping[str, Any]) -> str | None:
+    """Unknown data set or labeled classes the data set does not have."""
+    from medsegzoo.taxonomy import get_dataset
+
+    try:
+        spec = get_dataset(entry["dataset"])
+    except MedSegZooError as err:
+        return str(err)
+    unknown = [c for c in entry.get("labeled_classes", []) if c not in spec.labels.values()]
+    if unknown:
+        return (
+            f"labeled_classes {unknown} are not classes of data set {spec.name!r} "
+            f"(its classes: {', '.join(spec.classes)})"
+        )
+    if entry.get("masks"):
+        extra = sorted(set(entry["masks"]) - set(spec.labels.values()))
+        if extra:
+            return f"masks {extra} are not classes of data set {spec.name!r}"
+    return None
+
+
+def _label_values_problem(array: np.ndarray, dataset: str, path: Path) -> str | None:
+    from medsegzoo.taxonomy import validate_label_values
+
+    try:
+        validate_label_values(array, dataset, context=str(path))
+    except DataValidationError as err:
+        message = str(err)
+        prefix = f"{path} (data set {dataset!r}): "
+        return message.removeprefix(prefix)
+    return None
+
+
+def validate_case(
+    entry: Mapping[str, Any],
+    base_dir: str | os.PathLike = ".",
+    *,
+    check_voxels: bool = True,
+    affine_tol: float = DEFAULT_AFFINE_TOL,
+) -> None:
+    """Check one datalist entry; raise if it cannot be used.
+
+    Args:
+        entry: datalist entry (paths relative to ``base_dir`` or absolute).
+        base_dir: data set folder.
+        check_voxels: read voxels too (NaN/inf, label values).
+        affine_tol: absolute tolerance on affine entries (mm).
+
+    Raises:
+        DataValidationError: one message naming each bad file and its problem.
+    """
+    problems = case_problems(entry, base_dir, check_voxels=check_voxels, affine_tol=affine_tol)
+    if len(problems) == 1:
+        raise DataValidationError(str(problems[0]))
+    if problems:
+        raise DataValidationError(
+            format_problems(
+                f"case {entry.get('case_id')!r} cannot be used", [str(p) for p in problems]
+            )
+        )
+
+
+def _cross_case_problems(datalist: Mapping[str, Any], source: str) -> list[Problem]:
+    problems: list[Problem] = []
+    seen_ids: dict[str, str] = {}
+    seen_images: dict[str, str] = {}
+    for key in SPLIT_KEYS:
+        for i, entry in enumerate(datalist.get(key, [])):
+            if not isinstance(entry, Mapping):
+                continue
+            where = f"{key}[{i}]"
+            case_id = entry.get("case_id")
+            if isinstance(case_id, str):
+                if case_id in seen_ids:
+                    problems.append(
+                        Problem(
+                            source,
+                            f"case id {case_id!r} appears in {seen_ids[case_id]} and {where}",
+                        )
+                    )
+                else:
+                    seen_ids[case_id] = where
+            image = entry.get("image")
+            if isinstance(image, str):
+                first = seen_images.get(image)
+                if first is not None and first.split("[")[0] != key:
+                    problems.append(
+                        Problem(image, f"image is used by {first} and {where} (the splits overlap)")
+                    )
+                seen_images.setdefault(image, where)
+    return problems
+
+
+def validate_datalist(
+    datalist: str | os.PathLike | Mapping[str, Any],
+    base_dir: str | os.PathLike | None = None,
+    *,
+    check_voxels: bool = True,
+    keys: Iterable[str] | None = None,
+    affine_tol: float = DEFAULT_AFFINE_TOL,
+    workers: int = 1,
+    read_headers: bool = True,
+) -> ValidationSummary:
+    """Check every case of a datalist and report all problems at once.
+
+    Args:
+        datalist: datalist file or dict.
+        base_dir: data set folder (default: see :func:`medsegzoo.data.datalist.resolve_base_dir`).
+        check_voxels: read voxels too (NaN/inf, label values); headers only otherwise.
+        keys: split keys to check (default: all).
+        affine_tol: absolute tolerance on affine entries (mm).
+        workers: threads reading files in parallel (decompression releases the GIL).
+        read_headers: with ``check_voxels=False``, whether to read headers (shapes, affines,
+            dimensions) or only check that the files exist.
+
+    Returns:
+        A :class:`ValidationSummary` when every case passed.
+
+    Raises:
+        DataValidationError: every problem found, one line each (file: problem [case]); the
+            exception's ``problems`` attribute holds them as :class:`Problem` objects.
+    """
+    path = None
+    if not isinstance(datalist, Mapping):
+        path = datalist
+        datalist = load_datalist(datalist)
+    source = str(path) if path is not None else f"datalist {datalist.get('name')!r}"
+    base = resolve_base_dir(datalist, path, base_dir)
+    selected = list(keys) if keys is not None else list(SPLIT_KEYS)
+    unknown = [k for k in selected if k not in SPLIT_KEYS]
+    if unknown:
+        raise DataValidationError(
+            f"{source}: unknown split keys {unknown}; known: {', '.join(SPLIT_KEYS)}"
+        )
+    jobs = [
+        (entry, f"{source}: {key}[{i}]")
+        for key in selected
+        for i, entry in enumerate(datalist.get(key, []))
+    ]
+
+    def check(job: tuple[Any, str]) -> list[Problem]:
+        return case_problems(
+            job[0],
+            base,
+            check_voxels=check_voxels,
+            affine_tol=affine_tol,
+            where=job[1],
+            read_headers=read_headers,
+        )
+
+    if workers > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            per_case = list(pool.map(check, jobs))
+    else:
+        per_case = [check(job) for job in jobs]
+    problems = [p for found in per_case for p in found] + _cross_case_problems(datalist, source)
+    if problems:
+        err = DataValidationError(
+            format_problems(f"{source} (files under {base})", [str(p) for p in problems])
+        )
+        err.problems = problems  # type: ignore[attr-defined]
+        raise err
+    files = sum(1 + ("label" in e) + len(e.get("masks") or {}) for e, _ in jobs)
+    return ValidationSummary(
+        cases=len(jobs), files=files, per_split={k: len(datalist.get(k, [])) for k in selected}
+    )
