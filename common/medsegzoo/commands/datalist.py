@@ -1,0 +1,158 @@
+"""``medsegzoo datalist``: build a MONAI datalist JSON from a data set folder, or check one.
+
+Examples::
+
+    medsegzoo datalist btcv /data/BTCV --out btcv.json
+    medsegzoo datalist totalsegmentator /data/Totalsegmentator_dataset_v201 --out ts.json --validate
+    medsegzoo datalist kits19 /data/kits19 --out kits.json --split 0.8/0.0/0.2 --seed 1
+    medsegzoo datalist la "/data/LA" --out la.json --split "training=train.list,test=test.list"
+    medsegzoo datalist --check btcv.json --base-dir /data/BTCV
+    medsegzoo datalist --list-layouts
+
+The datalist is validated before it is written (files named by the layout exist; with
+``--validate`` every image and label is read: shapes, affines, NaN/inf, label values) and is
+written atomically: a failed run leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from typing import Any
+
+HELP = "build a MONAI datalist JSON from a data set folder in its public layout"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``datalist`` arguments to a (sub-)parser."""
+    parser.description = __doc__.split("\n\n")[0]
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split("\n\n", 1)[1]
+    parser.add_argument(
+        "layout", nargs="?", help="layout name (see --list-layouts) or one of its data sets"
+    )
+    parser.add_argument("root", nargs="?", help="the data set folder as downloaded")
+    parser.add_argument("--out", "-o", help="datalist JSON to write")
+    parser.add_argument(
+        "--split",
+        default="official",
+        help="'official' (default), 'random', TRAIN/VAL/TEST fractions like 0.7/0.1/0.2, "
+        "a JSON split file, or 'training=train.list,test=test.list'",
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.0, help="random validation fraction (default 0)"
+    )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.0, help="random test fraction (default 0)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of random splits (default 0)")
+    parser.add_argument("--name", help="datalist name (default: the layout)")
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help="read every image and label before writing (shapes, affines, NaN/inf, label values)",
+    )
+    parser.add_argument(
+        "--check", metavar="DATALIST", help="validate an existing datalist instead of building one"
+    )
+    parser.add_argument("--base-dir", help="folder the paths of --check's datalist are relative to")
+    parser.add_argument(
+        "--headers-only", action="store_true", help="with --check: read headers, not voxels"
+    )
+    parser.add_argument(
+        "--affine-tol", type=float, default=None, help="tolerance on affine entries in mm (1e-3)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1), help="threads reading files"
+    )
+    parser.add_argument(
+        "--list-layouts", action="store_true", help="print the known layouts and exit"
+    )
+
+
+def _validation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from medsegzoo.data.validation import DEFAULT_AFFINE_TOL
+
+    return {
+        "affine_tol": DEFAULT_AFFINE_TOL if args.affine_tol is None else args.affine_tol,
+        "workers": max(1, args.workers),
+    }
+
+
+def _print_layouts() -> int:
+    from medsegzoo.data.readers import _READERS
+
+    for name, reader in _READERS.items():
+        print(f"{name:18s} {reader.title}: {reader.expected}")
+        print(
+            f"{'':18s} data sets: {', '.join(reader.datasets)}; official split: {reader.official_split}"
+        )
+    return 0
+
+
+def _summary(datalist: dict[str, Any]) -> str:
+    from medsegzoo.data.datalist import SPLIT_KEYS
+
+    counts = ", ".join(f"{k} {len(datalist.get(k, []))}" for k in SPLIT_KEYS if datalist.get(k))
+    datasets = Counter(e["dataset"] for k in SPLIT_KEYS for e in datalist.get(k, []))
+    classes = sorted(
+        {c for k in SPLIT_KEYS for e in datalist.get(k, []) for c in e.get("labeled_classes", [])}
+    )
+    lines = [
+        f"cases: {counts or 'none'}",
+        f"data sets: {', '.join(f'{d} ({n})' for d, n in datasets.items())}",
+        f"labeled classes ({len(classes)}): {', '.join(classes[:20])}{' ...' if len(classes) > 20 else ''}",
+    ]
+    if datalist.get("excluded_cases"):
+        lines.append(f"left out by the split: {len(datalist['excluded_cases'])} labeled cases")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command; returns the exit code (errors are raised as MedSegZooError)."""
+    from medsegzoo.data.validation import validate_datalist
+
+    if args.list_layouts:
+        return _print_layouts()
+    if args.check:
+        summary = validate_datalist(
+            args.check,
+            args.base_dir,
+            check_voxels=not args.headers_only,
+            **_validation_kwargs(args),
+        )
+        print(f"{args.check}: {summary.cases} cases, {summary.files} files: no problem found")
+        return 0
+    if not args.layout or not args.root or not args.out:
+        print(
+            "medsegzoo datalist: error: LAYOUT, ROOT and --out are required (or --check / --list-layouts)",
+            file=sys.stderr,
+        )
+        return 2
+
+    from medsegzoo.data.readers import build_datalist, write_datalist
+
+    datalist = build_datalist(
+        args.layout,
+        args.root,
+        split=args.split,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        name=args.name,
+    )
+    # Always check structure, data sets, classes and that every file exists; --validate reads
+    # every file (geometry and voxels). Either way nothing is written when a problem is found.
+    validate_datalist(
+        datalist,
+        args.root,
+        check_voxels=args.validate,
+        read_headers=args.validate,
+        **_validation_kwargs(args),
+    )
+    path = write_datalist(datalist, args.out)
+    print(f"wrote {path}")
+    print(_summary(datalist))
+    return 0
