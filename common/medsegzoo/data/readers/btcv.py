@@ -48,7 +48,7 @@ class BTCVReader(LayoutReader):
     @staticmethod
     def _image_dirs(root: Path) -> list[Path]:
         return find_dirs(
-            root, lambda d: d.name in _PAIRS and bool(nifti_files(d, _IMAGE)), max_depth=3
+            root, lambda d: d.name in _PAIRS and bool(nifti_files(d, _IMAGE)), max_depth=4
         )
 
     def locate(self, root: Path) -> Path:
