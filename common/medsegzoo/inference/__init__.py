@@ -1,0 +1,4 @@
+"""Inference helpers shared by the bundles (test-time mirroring, post-processing, overlays).
+
+Import the defining module (``medsegzoo.inference.<module>``); this package re-exports nothing.
+"""
