@@ -9,6 +9,7 @@ from __future__ import annotations
 from medsegzoo.utils.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "UniversalLoss": "medsegzoo.losses.universal",
 }
 
 __all__ = sorted(_EXPORTS)

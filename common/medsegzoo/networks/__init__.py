@@ -10,6 +10,10 @@ from __future__ import annotations
 from medsegzoo.utils.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "UniversalModel": "medsegzoo.networks.universal",
+    "build_text_encoder": "medsegzoo.networks.text_encoders",
+    "load_text_embeddings": "medsegzoo.networks.text_encoders",
+    "write_text_embeddings": "medsegzoo.networks.text_encoders",
     "STUNet": "medsegzoo.networks.stunet",
     "load_stunet_checkpoint": "medsegzoo.networks.stunet",
     "stunet_parameter_count": "medsegzoo.networks.stunet",

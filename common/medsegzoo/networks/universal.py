@@ -1,0 +1,383 @@
+"""CLIP-Driven Universal Model: a backbone, text-conditioned controllers and dynamic 8-8-1 heads.
+
+Architecture facts (paper 002, section 3.2; REFERENCE.md section 2):
+
+* the backbone returns a bottleneck feature (Swin UNETR: 768 channels; U-Net: 512) and a
+  full-resolution decoder feature (48; 64);
+* global image feature ``f`` = GroupNorm -> ReLU -> global average pool -> 1x1x1 conv to 256;
+* text branch: the cached class embedding (any width; 512 for CLIP ViT-B/32) -> Linear to 256
+  -> ReLU;
+* text-based controller: a 1x1x1 conv from ``[f || text]`` (512) to 153 numbers per class
+  and image: the weights and biases of three 1x1x1 convs 8 -> 8 -> 1 with ReLU between
+  (64 + 64 + 8 weights, 8 + 8 + 1 biases);
+* text-driven segmentor: decoder feature -> GroupNorm -> ReLU -> 1x1x1 conv to 8 channels,
+  then the dynamic head of every class, run for all classes (and all images of the batch) as
+  ONE grouped convolution per layer (group = one (image, class) pair);
+* output: one logit per class (sigmoid, one-vs-all), ``(B, K, *spatial)``.
+
+Extension to new classes (paper section 5.4): :meth:`UniversalModel.add_classes` appends a
+new :class:`ClassGroup` (its own text embeddings, text projection and controller) and
+freezes everything else. Each group runs its own grouped convolution, so the outputs of the
+old classes are computed by exactly the same operations as before (bit-identical).
+
+Parameter counts (1 input channel, 32 classes, with the head; test_networks_universal.py):
+
+* Swin UNETR backbone (MONAI ``SwinUNETR``, feature size 48, its output conv removed):
+  62.19 M with the head; paper 62.2 M.
+* U-Net backbone (:class:`UNet3DBackbone`, our own): 19.08 M; paper 19.1 M. Its shape
+  follows the paper's facts (bottleneck 512, decoder feature 64, full resolution): four
+  resolution levels of two 3x3x3 convs each, channels 32-64 / 64-128 / 128-256 / 256-512
+  (the second conv of a level doubles the channels), three transposed-conv up-steps that
+  keep the channel count, skip concatenation, decoder levels 256-256 / 128-128 / 64-64.
+  Instance normalisation without affine parameters (so no running statistics: frozen
+  parts of an extended model stay bit-identical in train mode).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import Convolution
+from monai.networks.nets import SwinUNETR
+from torch import nn
+from torch.nn import functional as F
+
+from medsegzoo.errors import MedSegZooError
+
+__all__ = [
+    "HEAD_CHANNELS",
+    "HEAD_PARAMS",
+    "ClassGroup",
+    "SwinUNETRBackbone",
+    "UNet3DBackbone",
+    "UniversalModel",
+    "dynamic_head_forward",
+    "dynamic_head_loop",
+    "split_head_params",
+]
+
+HEAD_CHANNELS = 8
+# 8x8 + 8x8 + 8x1 weights, 8 + 8 + 1 biases
+HEAD_PARAMS = HEAD_CHANNELS * HEAD_CHANNELS * 2 + HEAD_CHANNELS + HEAD_CHANNELS * 2 + 1
+GLOBAL_CHANNELS = 256
+TEXT_CHANNELS = 256
+# GroupNorm groups before the global pool and the head input (fewer when a small smoke-test
+# width is not divisible by 16)
+_GROUPS = 16
+
+
+class SwinUNETRBackbone(nn.Module):
+    """MONAI Swin UNETR without its output conv, returning bottleneck and decoder features.
+
+    Args:
+        in_channels: image channels.
+        feature_size: Swin UNETR feature size (48 in the paper; 12 or 24 for smoke tests).
+        use_checkpoint: gradient checkpointing in the Swin blocks (saves GPU memory).
+
+    Attributes:
+        bottleneck_channels: ``16 * feature_size`` (768).
+        decoder_channels: ``feature_size`` (48).
+    """
+
+    def __init__(self, in_channels: int = 1, feature_size: int = 48, use_checkpoint: bool = False) -> None:
+        super().__init__()
+        # MONAI 1.6 SwinUNETR takes no img_size; inputs must be divisible by 32
+        self.swin = SwinUNETR(
+            in_channels=in_channels, out_channels=1, feature_size=feature_size, use_checkpoint=use_checkpoint
+        )
+        self.swin.out = nn.Identity()  # the per-class output comes from the dynamic heads
+        self.bottleneck_channels = 16 * feature_size
+        self.decoder_channels = feature_size
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(bottleneck (B, 16F, s/32...), decoder feature (B, F, s...))``."""
+        s = self.swin
+        hidden = s.swinViT(x, s.normalize)
+        enc0 = s.encoder1(x)
+        enc1 = s.encoder2(hidden[0])
+        enc2 = s.encoder3(hidden[1])
+        enc3 = s.encoder4(hidden[2])
+        bottleneck = s.encoder10(hidden[4])
+        dec3 = s.decoder5(bottleneck, hidden[3])
+        dec2 = s.decoder4(dec3, enc3)
+        dec1 = s.decoder3(dec2, enc2)
+        dec0 = s.decoder2(dec1, enc1)
+        return bottleneck, s.decoder1(dec0, enc0)
+
+
+def _level(in_ch: int, out_ch: int, second_ch: int) -> nn.Sequential:
+    """Two 3x3x3 convs with instance norm and ReLU."""
+    norm = ("instance", {"affine": False})
+    return nn.Sequential(
+        Convolution(3, in_ch, out_ch, kernel_size=3, norm=norm, act="relu"),
+        Convolution(3, out_ch, second_ch, kernel_size=3, norm=norm, act="relu"),
+    )
+
+
+class UNet3DBackbone(nn.Module):
+    """3D U-Net returning a bottleneck feature and a full-resolution decoder feature.
+
+    Args:
+        in_channels: image channels.
+        base_channels: channels of the first conv (32 gives 19.08 M parameters with the head;
+            8 for smoke tests). Level ``i`` has ``base * 2**i`` and ``base * 2**(i+1)`` channels.
+        levels: number of resolution levels (4: bottleneck at 1/8 resolution).
+
+    Attributes:
+        bottleneck_channels: ``base * 2**levels`` (512).
+        decoder_channels: ``2 * base`` (64).
+    """
+
+    def __init__(self, in_channels: int = 1, base_channels: int = 32, levels: int = 4) -> None:
+        super().__init__()
+        if levels < 2:
+            raise MedSegZooError(f"UNet3DBackbone needs at least 2 levels, got {levels}")
+        widths = [base_channels * 2**i for i in range(levels + 1)]  # 32, 64, ..., 512
+        self.down = nn.ModuleList()
+        previous = in_channels
+        for i in range(levels):
+            self.down.append(_level(previous, widths[i], widths[i + 1]))
+            previous = widths[i + 1]
+        self.up = nn.ModuleList()
+        self.dec = nn.ModuleList()
+        for i in range(levels - 1, 0, -1):  # skips of 256, 128, 64 channels
+            self.up.append(nn.ConvTranspose3d(widths[i + 1], widths[i + 1], kernel_size=2, stride=2))
+            self.dec.append(_level(widths[i + 1] + widths[i], widths[i], widths[i]))
+        self.bottleneck_channels = widths[levels]
+        self.decoder_channels = widths[1]
+        self.levels = levels
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(bottleneck (B, 512, s/8...), decoder feature (B, 64, s...))``."""
+        skips = []
+        for i, block in enumerate(self.down):
+            if i > 0:
+                x = F.max_pool3d(x, 2)
+            x = block(x)
+            skips.append(x)
+        bottleneck = x
+        for up, dec, skip in zip(self.up, self.dec, reversed(skips[:-1]), strict=True):
+            x = dec(torch.cat([up(x), skip], dim=1))
+        return bottleneck, x
+
+
+def split_head_params(params: torch.Tensor, channels: int = HEAD_CHANNELS) -> list[torch.Tensor]:
+    """Split controller output ``(..., 153)`` into w1, w2, w3, b1, b2, b3.
+
+    Layout (our convention): weights first (``8x8``, ``8x8``, ``1x8``, each ``out x in``),
+    then biases (8, 8, 1).
+
+    Args:
+        params: ``(..., HEAD_PARAMS)``.
+        channels: head width (8).
+
+    Returns:
+        ``[w1 (..., 8, 8), w2 (..., 8, 8), w3 (..., 1, 8), b1 (..., 8), b2 (..., 8), b3 (..., 1)]``.
+    """
+    c = channels
+    sizes = [c * c, c * c, c, c, c, 1]
+    parts = torch.split(params, sizes, dim=-1)
+    lead = params.shape[:-1]
+    return [
+        parts[0].reshape(*lead, c, c),
+        parts[1].reshape(*lead, c, c),
+        parts[2].reshape(*lead, 1, c),
+        parts[3],
+        parts[4],
+        parts[5],
+    ]
+
+
+def dynamic_head_forward(feature: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Run every (image, class) head as one grouped 1x1x1 conv per layer.
+
+    Args:
+        feature: head input ``(B, 8, *spatial)``.
+        params: controller output ``(B, K, 153)``.
+
+    Returns:
+        Logits ``(B, K, *spatial)``.
+    """
+    batch, classes = params.shape[:2]
+    spatial = feature.shape[2:]
+    ones = (1,) * len(spatial)
+    w1, w2, w3, b1, b2, b3 = split_head_params(params)
+    groups = batch * classes
+    # (1, B*K*8, ...): each group sees its own image's 8-channel feature
+    x = feature.unsqueeze(1).expand(batch, classes, *feature.shape[1:]).reshape(1, groups * HEAD_CHANNELS, *spatial)
+    x = F.relu(F.conv3d(x, w1.reshape(groups * HEAD_CHANNELS, HEAD_CHANNELS, *ones), b1.reshape(-1), groups=groups))
+    x = F.relu(F.conv3d(x, w2.reshape(groups * HEAD_CHANNELS, HEAD_CHANNELS, *ones), b2.reshape(-1), groups=groups))
+    x = F.conv3d(x, w3.reshape(groups, HEAD_CHANNELS, *ones), b3.reshape(-1), groups=groups)
+    return x.reshape(batch, classes, *spatial)
+
+
+def dynamic_head_loop(feature: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Reference: the same heads, one (image, class) at a time with plain einsum (tests)."""
+    batch, classes = params.shape[:2]
+    w1, w2, w3, b1, b2, b3 = split_head_params(params)
+    out = []
+    for b in range(batch):
+        row = []
+        for k in range(classes):
+            x = feature[b]
+            x = F.relu(torch.einsum("oi,i...->o...", w1[b, k], x) + b1[b, k].view(-1, *(1,) * (x.ndim - 1)))
+            x = F.relu(torch.einsum("oi,i...->o...", w2[b, k], x) + b2[b, k].view(-1, *(1,) * (x.ndim - 1)))
+            x = torch.einsum("oi,i...->o...", w3[b, k], x) + b3[b, k].view(-1, *(1,) * (x.ndim - 1))
+            row.append(x[0])
+        out.append(torch.stack(row))
+    return torch.stack(out)
+
+
+class ClassGroup(nn.Module):
+    """Classes sharing one text projection and one controller (the original set, or an extension).
+
+    Args:
+        embeddings: fixed class embeddings ``(K, width)`` (a buffer: saved with the checkpoint).
+        class_names: names of the K classes (checked against the embedding file by the caller).
+    """
+
+    def __init__(self, embeddings: torch.Tensor, class_names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        embeddings = torch.as_tensor(embeddings, dtype=torch.float32)
+        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+            raise MedSegZooError(f"class embeddings must be a non-empty (classes, width) tensor, got {tuple(embeddings.shape)}")
+        if class_names is not None and len(class_names) != embeddings.shape[0]:
+            raise MedSegZooError(
+                f"{len(class_names)} class names but {embeddings.shape[0]} embeddings"
+            )
+        self.register_buffer("embeddings", embeddings.clone())
+        self.class_names = tuple(class_names) if class_names is not None else None
+        self.text_projection = nn.Sequential(nn.Linear(embeddings.shape[1], TEXT_CHANNELS), nn.ReLU())
+        self.controller = nn.Conv3d(GLOBAL_CHANNELS + TEXT_CHANNELS, HEAD_PARAMS, kernel_size=1)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes of the group."""
+        return int(self.embeddings.shape[0])
+
+    def forward(self, global_feature: torch.Tensor, head_input: torch.Tensor) -> torch.Tensor:
+        """Logits of this group's classes.
+
+        Args:
+            global_feature: ``(B, 256)``.
+            head_input: ``(B, 8, *spatial)``.
+
+        Returns:
+            ``(B, K, *spatial)``.
+        """
+        batch = global_feature.shape[0]
+        text = self.text_projection(self.embeddings)  # (K, 256)
+        pairs = torch.cat(
+            [
+                global_feature[:, None, :].expand(batch, self.num_classes, GLOBAL_CHANNELS),
+                text[None].expand(batch, self.num_classes, TEXT_CHANNELS),
+            ],
+            dim=2,
+        )  # (B, K, 512)
+        # the controller is a 1x1x1 conv over a (B*K, 512, 1, 1, 1) "image"
+        params = self.controller(pairs.reshape(-1, GLOBAL_CHANNELS + TEXT_CHANNELS, 1, 1, 1))
+        return dynamic_head_forward(head_input, params.reshape(batch, self.num_classes, HEAD_PARAMS))
+
+
+class UniversalModel(nn.Module):
+    """CLIP-Driven Universal Model.
+
+    Args:
+        class_embeddings: ``(K, width)`` text embeddings of the classes, in output order
+            (from :func:`medsegzoo.networks.text_encoders.load_text_embeddings`).
+        backbone: ``"swinunetr"`` or ``"unet"``.
+        in_channels: image channels.
+        feature_size: Swin UNETR feature size (48).
+        unet_base_channels: U-Net first-level channels (32).
+        class_names: optional names of the K classes (kept for extension and checks).
+        use_checkpoint: gradient checkpointing in Swin UNETR.
+
+    Forward returns a plain logits tensor ``(B, K_total, *spatial)`` (``pred`` of the bundle).
+    """
+
+    def __init__(
+        self,
+        class_embeddings: torch.Tensor,
+        backbone: str = "swinunetr",
+        in_channels: int = 1,
+        feature_size: int = 48,
+        unet_base_channels: int = 32,
+        class_names: Sequence[str] | None = None,
+        use_checkpoint: bool = False,
+    ) -> None:
+        super().__init__()
+        kind = backbone.lower().replace("_", "").replace("-", "")
+        if kind == "swinunetr":
+            self.backbone: nn.Module = SwinUNETRBackbone(in_channels, feature_size, use_checkpoint)
+        elif kind == "unet":
+            self.backbone = UNet3DBackbone(in_channels, unet_base_channels)
+        else:
+            raise MedSegZooError(f"unknown Universal Model backbone {backbone!r}; use 'swinunetr' or 'unet'")
+        bottleneck = self.backbone.bottleneck_channels
+        decoder = self.backbone.decoder_channels
+        self.global_feature = nn.Sequential(
+            nn.GroupNorm(math.gcd(_GROUPS, bottleneck), bottleneck),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool3d(1),
+            nn.Conv3d(bottleneck, GLOBAL_CHANNELS, kernel_size=1),
+        )
+        self.head_input = nn.Sequential(
+            nn.GroupNorm(math.gcd(_GROUPS, decoder), decoder), nn.ReLU(), nn.Conv3d(decoder, HEAD_CHANNELS, kernel_size=1)
+        )
+        self.groups = nn.ModuleList([ClassGroup(class_embeddings, class_names)])
+
+    @property
+    def num_classes(self) -> int:
+        """Total number of output classes over all groups."""
+        return sum(g.num_classes for g in self.groups)
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """Names of all output channels, when every group has names."""
+        names: list[str] = []
+        for g in self.groups:
+            if g.class_names is None:
+                return None
+            names.extend(g.class_names)
+        return tuple(names)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, K_total, *spatial)`` for an image ``(B, C, *spatial)``."""
+        bottleneck, decoded = self.backbone(x)
+        global_feature = self.global_feature(bottleneck).flatten(1)  # (B, 256)
+        head_input = self.head_input(decoded)
+        return torch.cat([g(global_feature, head_input) for g in self.groups], dim=1)
+
+    def add_classes(
+        self, class_embeddings: torch.Tensor, class_names: Sequence[str] | None = None, freeze: bool = True
+    ) -> ClassGroup:
+        """Extend the model to new classes (paper section 5.4).
+
+        A new group with its own text projection and controller handles the new classes;
+        with ``freeze`` every existing parameter stops receiving gradients, so the old
+        classes' outputs cannot change.
+
+        Args:
+            class_embeddings: ``(K_new, width)`` embeddings of the new classes (any width).
+            class_names: names of the new classes.
+            freeze: freeze everything that existed before.
+
+        Returns:
+            The new group (its parameters are the ones to train).
+
+        Raises:
+            MedSegZooError: a new class that the model already predicts.
+        """
+        existing = self.class_names
+        if existing is not None and class_names is not None:
+            again = sorted(set(existing) & set(class_names))
+            if again:
+                raise MedSegZooError(f"add_classes: the model already predicts {again}")
+        if freeze:
+            for p in self.parameters():
+                p.requires_grad_(False)
+        group = ClassGroup(class_embeddings, class_names).to(next(self.parameters()).device)
+        self.groups.append(group)
+        return group
