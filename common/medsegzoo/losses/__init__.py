@@ -9,6 +9,15 @@ from __future__ import annotations
 from medsegzoo.utils.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "TCTLoss": "medsegzoo.losses.tct",
+    "MarginalDiceLoss": "medsegzoo.losses.tct",
+    "AuxiliaryDiceLoss": "medsegzoo.losses.tct",
+    "ConsistencyLoss": "medsegzoo.losses.tct",
+    "ExclusionDiceLoss": "medsegzoo.losses.tct",
+    "MarginalExclusionLoss": "medsegzoo.losses.tct",
+    "merge_unlabeled_into_background": "medsegzoo.losses.tct",
+    "consistency_keep_mask": "medsegzoo.losses.tct",
+    "sigmoid_rampup": "medsegzoo.losses.tct",
     "UniversalLoss": "medsegzoo.losses.universal",
 }
 

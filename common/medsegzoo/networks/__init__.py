@@ -10,6 +10,8 @@ from __future__ import annotations
 from medsegzoo.utils.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "TCTUNet": "medsegzoo.networks.tct_unet",
+    "tct_unet_parameter_count": "medsegzoo.networks.tct_unet",
     "UniversalModel": "medsegzoo.networks.universal",
     "build_text_encoder": "medsegzoo.networks.text_encoders",
     "load_text_embeddings": "medsegzoo.networks.text_encoders",
