@@ -1,0 +1,101 @@
+"""``medsegzoo compare`` on per_case.csv inputs: report written, cases aligned, errors named."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medsegzoo.cli import main
+
+
+def _write_algorithms(tmp_path, n_cases=16, drop_case_for=None):
+    rng = np.random.default_rng(11)
+    base = rng.uniform(0.7, 0.9, n_cases)
+    paths = {}
+    for k, name in enumerate(["good", "fair", "poor"]):
+        rows = []
+        for i in range(n_cases):
+            if name == drop_case_for and i == 0:
+                continue
+            for cls in ("liver", "spleen"):
+                v = base[i] + 0.04 * (1 - k) + rng.normal(0, 0.005)
+                rows.append({"case": f"case{i:02d}", "class": cls, "dsc": v, "nsd": v - 0.02, "gt_present": True, "pred_present": True})
+        path = tmp_path / f"{name}.csv"
+        pd.DataFrame(rows).to_csv(path, index=False)
+        paths[name] = path
+    meta = pd.DataFrame({"case_id": [f"case{i:02d}" for i in range(n_cases)], "sex": ["F", "M"] * (n_cases // 2), "site": ["a"] * (n_cases - 2) + ["b", "b"]})
+    meta.to_csv(tmp_path / "meta.csv", index=False)
+    return paths
+
+
+def test_compare_per_case_csvs_writes_touchstone_report(tmp_path, capsys):
+    paths = _write_algorithms(tmp_path)
+    out = tmp_path / "report"
+    args = [f"{n}={p}" for n, p in paths.items()]
+    code = main(["compare", *args, "--metadata", str(tmp_path / "meta.csv"), "--out", str(out), "--bootstrap", "200", "--min-group-size", "5"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "3 algorithms, 16 cases" in printed and "significant pairs" in printed
+    for name in ("per_case.csv", "per_class.csv", "summary.md", "summary.json", "significance_dsc.png", "bootstrap_dsc.png", "groups_sex_dsc.png"):
+        assert (out / name).stat().st_size > 0, name
+    per_case = pd.read_csv(out / "per_case.csv")
+    assert set(per_case["algorithm"]) == {"good", "fair", "poor"} and len(per_case) == 3 * 16 * 2
+    assert {"sex", "site"} <= set(per_case.columns)
+    summary = json.loads((out / "summary.json").read_text())
+    ranks = {r["algorithm"]: r["median_rank"] for r in summary["touchstone"]["dsc"]["bootstrap"]}
+    assert ranks == {"good": 1, "fair": 2, "poor": 3}
+    pairs = {(p["better"], p["worse"]) for p in summary["touchstone"]["dsc"]["significant_pairs"]}
+    assert pairs == {("good", "fair"), ("good", "poor"), ("fair", "poor")}
+    md = (out / "summary.md").read_text()
+    assert "b (n=2)" in md  # site b is below --min-group-size and is listed as left out
+
+
+def test_compare_drops_or_rejects_missing_cases(tmp_path):
+    paths = _write_algorithms(tmp_path, drop_case_for="fair")
+    args = [f"{n}={p}" for n, p in paths.items()]
+    assert main(["compare", *args, "--out", str(tmp_path / "r"), "--bootstrap", "20", "--no-plots"]) == 0
+    per_case = pd.read_csv(tmp_path / "r" / "per_case.csv")
+    assert per_case["case"].nunique() == 15
+    md = (tmp_path / "r" / "summary.md").read_text()
+    assert "good: 1 case(s) not scored for every algorithm, left out (e.g. case00)" in md
+    assert not list((tmp_path / "r").glob("*.png"))
+    assert main(["compare", *args, "--out", str(tmp_path / "s"), "--strict"]) == 1
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["bad"], "expected NAME=PATH"),
+        (["x=/nonexistent/per_case.csv"], "does not exist"),
+        (["--group-columns", "weight"], "not metadata columns"),
+    ],
+)
+def test_compare_bad_input_names_the_problem(tmp_path, capsys, extra, message):
+    paths = _write_algorithms(tmp_path)
+    args = [f"{n}={p}" for n, p in paths.items()]
+    assert main(["compare", *args, *extra, "--out", str(tmp_path / "r")]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_compare_prediction_folder_needs_gt(tmp_path, capsys):
+    paths = _write_algorithms(tmp_path)
+    (tmp_path / "preds").mkdir()
+    assert main(["compare", f"good={paths['good']}", f"folder={tmp_path / 'preds'}", "--out", str(tmp_path / "r")]) == 1
+    assert "--gt and --labels are needed" in capsys.readouterr().err
+
+
+def test_compare_runs_as_console_command(tmp_path):
+    paths = _write_algorithms(tmp_path, n_cases=8)
+    args = [f"{n}={p}" for n, p in paths.items()]
+    proc = subprocess.run(
+        [sys.executable, "-m", "medsegzoo", "compare", *args, "--out", str(tmp_path / "r"), "--bootstrap", "20", "--no-plots"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "r" / "summary.md").exists()
