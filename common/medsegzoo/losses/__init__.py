@@ -9,6 +9,7 @@ from __future__ import annotations
 from medsegzoo.utils.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "TCSegLoss": "medsegzoo.losses.tcseg",
     "TCTLoss": "medsegzoo.losses.tct",
     "MarginalDiceLoss": "medsegzoo.losses.tct",
     "AuxiliaryDiceLoss": "medsegzoo.losses.tct",

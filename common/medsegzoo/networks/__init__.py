@@ -10,6 +10,8 @@ from __future__ import annotations
 from medsegzoo.utils.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
+    "DualDecoderVNet": "medsegzoo.networks.vnet_dual",
+    "dual_vnet_parameter_count": "medsegzoo.networks.vnet_dual",
     "TCTUNet": "medsegzoo.networks.tct_unet",
     "tct_unet_parameter_count": "medsegzoo.networks.tct_unet",
     "UniversalModel": "medsegzoo.networks.universal",
