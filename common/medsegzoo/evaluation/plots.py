@@ -91,8 +91,9 @@ def box_plot(
     cats = list(order) if order is not None else list(dict.fromkeys(data[by].astype(str)))
     hues = [None] if hue is None else (list(hue_order) if hue_order is not None else list(dict.fromkeys(data[hue].astype(str))))
     width = 0.8 / len(hues)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(cats) * max(1, len(hues)) ** 0.5 + 2), 4.2))
-    colors = plt.get_cmap("tab10")
+    # wide enough to separate the boxes, capped so that many algorithms x classes stay readable
+    fig, ax = plt.subplots(figsize=(min(16.0, max(5.0, 0.3 * len(cats) * len(hues) + 2.5)), 4.5))
+    colors = plt.get_cmap("tab10" if len(hues) <= 10 else "tab20")
     handles = []
     for j, h in enumerate(hues):
         sub = data if h is None else data[data[hue].astype(str) == h]
@@ -111,7 +112,7 @@ def box_plot(
             medianprops={"color": "black"},
         )
         for patch in bp["boxes"]:
-            patch.set_facecolor(colors(j % 10))
+            patch.set_facecolor(colors(j % colors.N))
             patch.set_alpha(0.75)
         handles.append((bp["boxes"][0], h))
     ax.set_xticks(np.arange(len(cats)))
@@ -123,7 +124,10 @@ def box_plot(
     if title:
         ax.set_title(title)
     if hue is not None and handles:
-        ax.legend([p for p, _ in handles], [str(n) for _, n in handles], fontsize=8, loc="best", framealpha=0.8)
+        ax.legend(
+            [p for p, _ in handles], [str(n) for _, n in handles],
+            fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+        )
     return save_figure(fig, path)
 
 
