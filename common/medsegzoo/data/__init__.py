@@ -26,6 +26,9 @@ _EXPORTS: dict[str, str] = {
     "get_reader": "medsegzoo.data.readers",
     "list_layouts": "medsegzoo.data.readers",
     "write_datalist": "medsegzoo.data.readers",
+    # per-class mask files -> native label map (TotalSegmentator, AbdomenAtlas)
+    "LoadMasks": "medsegzoo.data.masks",
+    "LoadMasksd": "medsegzoo.data.masks",
     # volume formats (NIfTI header-first, HDF5, DICOM series, PNG slice stacks)
     "read_volume": "medsegzoo.data.formats",
     # image I/O and phantoms (phantoms helper's modules)

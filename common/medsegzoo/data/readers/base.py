@@ -270,31 +270,29 @@ def paired_folder_cases(
 
 
 def choose_mask_dataset(stems: set[str], candidates: tuple[str, ...], where: Path) -> str:
-    """The data set (of ``candidates``) whose mask file stems include all of ``stems``.
+    """The first data set of ``candidates`` whose mask file stems include all of ``stems``.
 
-    Per-class-mask layouts differ in their file names between releases (TotalSegmentator v1
-    and v2, AbdomenAtlas 1.0 and 1.1); the smallest data set that names every file wins.
+    Per-class-mask layouts differ in their file names between releases (TotalSegmentator v2
+    and v1, AbdomenAtlas 1.0 and 1.1). Candidates are tried in order, so a download whose
+    names fit several releases is read as the first one (TotalSegmentator v2; AbdomenAtlas
+    1.0 when only its 9 classes are present).
 
     Raises:
         LayoutError: no candidate names every stem; the message lists the unknown ones.
     """
     from medsegzoo.taxonomy import get_dataset
 
-    best: tuple[int, str] | None = None
     unknown_per: dict[str, set[str]] = {}
     for name in candidates:
-        known = set(get_dataset(name).mask_files.values())
-        unknown_per[name] = stems - known
-        if not unknown_per[name] and (best is None or len(known) < best[0]):
-            best = (len(known), name)
-    if best is None:
-        fewest = min(candidates, key=lambda n: len(unknown_per[n]))
-        unknown = sorted(unknown_per[fewest])
-        raise LayoutError(
-            f"{where}: mask files {unknown[:10]} are not classes of {' or '.join(candidates)} "
-            f"(closest: {fewest}, {len(unknown)} unknown)"
-        )
-    return best[1]
+        unknown_per[name] = stems - set(get_dataset(name).mask_files.values())
+        if not unknown_per[name]:
+            return name
+    fewest = min(candidates, key=lambda n: len(unknown_per[n]))
+    unknown = sorted(unknown_per[fewest])
+    raise LayoutError(
+        f"{where}: mask files {unknown[:10]} are not classes of {' or '.join(candidates)} "
+        f"(closest: {fewest}, {len(unknown)} unknown)"
+    )
 
 
 def mask_folder_case(
