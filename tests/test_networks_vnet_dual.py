@@ -58,3 +58,12 @@ def test_bad_input_and_arguments() -> None:
         DualDecoderVNet(upsampling=("transposed", "nearest"))
     with pytest.raises(MedSegZooError, match="out_channels"):
         DualDecoderVNet(out_channels=1)
+
+
+def test_base_filters_scale_every_stage() -> None:
+    small = DualDecoderVNet(base_filters=4).eval()
+    with torch.no_grad():
+        out = small(torch.rand(1, 1, 16, 16, 16), return_all=True)
+    assert small.features == (4, 8, 16, 32, 64)
+    assert out.features[0].shape[1] == 4
+    assert dual_vnet_parameter_count(base_filters=4) < dual_vnet_parameter_count() / 10

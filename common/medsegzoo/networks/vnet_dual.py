@@ -44,7 +44,7 @@ class DualDecoderOutput(NamedTuple):
 
     Attributes:
         logits: per-decoder logits, each ``(B, C, *spatial)``.
-        features: per-decoder last feature maps, each ``(B, 16, *spatial)``.
+        features: per-decoder last feature maps, each ``(B, base_filters, *spatial)``.
     """
 
     logits: tuple[torch.Tensor, ...]
@@ -75,9 +75,9 @@ def _upsample(channels_in: int, channels_out: int, mode: str, norm: str) -> nn.M
 class _Decoder(nn.Module):
     """One V-Net decoder: four upsamplings with additive skips, then a 1x1x1 classifier."""
 
-    def __init__(self, out_channels: int, mode: str, norm: str, dropout: float) -> None:
+    def __init__(self, features: tuple[int, ...], out_channels: int, mode: str, norm: str, dropout: float) -> None:
         super().__init__()
-        f = DUAL_VNET_FEATURES
+        f = features
         self.ups = nn.ModuleList([_upsample(f[i + 1], f[i], mode, norm) for i in reversed(range(4))])
         self.stages = nn.ModuleList([_conv_stage(f[3 - i], f[3 - i], d, norm) for i, d in enumerate(_DECODER_DEPTHS)])
         self.dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
@@ -108,6 +108,8 @@ class DualDecoderVNet(nn.Module):
         dropout: channel dropout before each classifier in training (0.5 in MC-Net's V-Net);
             the bottleneck dropout of that code is applied too.
         upsampling: the two decoders' upsampling modes, decoder 0 first.
+        base_filters: channels of the first stage (16 in the paper; the others double). Smaller
+            values make CPU smoke tests fast; checkpoints only load into the same value.
 
     Raises:
         MedSegZooError: an unknown upsampling mode or invalid channel counts.
@@ -120,18 +122,19 @@ class DualDecoderVNet(nn.Module):
         norm: str = "BATCH",
         dropout: float = 0.5,
         upsampling: tuple[str, str] = ("transposed", "interpolation"),
+        base_filters: int = 16,
     ) -> None:
         super().__init__()
-        if in_channels < 1 or out_channels < 2:
+        if in_channels < 1 or out_channels < 2 or base_filters < 1:
             raise MedSegZooError(
-                f"DualDecoderVNet: in_channels must be >= 1 and out_channels >= 2 (background + classes), "
-                f"got {in_channels} and {out_channels}"
+                f"DualDecoderVNet: in_channels and base_filters must be >= 1 and out_channels >= 2 (background + "
+                f"classes), got {in_channels}, {base_filters} and {out_channels}"
             )
         bad = [m for m in upsampling if m not in UPSAMPLING_MODES]
         if bad or len(upsampling) != 2:
             raise MedSegZooError(f"DualDecoderVNet: upsampling must be two of {UPSAMPLING_MODES}, got {tuple(upsampling)}")
-        f = DUAL_VNET_FEATURES
-        self.in_channels, self.out_channels = in_channels, out_channels
+        f = tuple(base_filters * c // DUAL_VNET_FEATURES[0] for c in DUAL_VNET_FEATURES)
+        self.in_channels, self.out_channels, self.features = in_channels, out_channels, f
         self.stages = nn.ModuleList(
             [_conv_stage(in_channels if i == 0 else f[i], f[i], d, norm) for i, d in enumerate(_ENCODER_DEPTHS)]
         )
@@ -139,7 +142,7 @@ class DualDecoderVNet(nn.Module):
             [Convolution(3, f[i], f[i + 1], strides=2, kernel_size=2, norm=norm, act="RELU", padding=0) for i in range(4)]
         )
         self.bottleneck_dropout = nn.Dropout3d(dropout) if dropout > 0 else nn.Identity()
-        self.decoders = nn.ModuleList([_Decoder(out_channels, m, norm, dropout) for m in upsampling])
+        self.decoders = nn.ModuleList([_Decoder(f, out_channels, m, norm, dropout) for m in upsampling])
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Skip features of the five encoder stages (the last is the bottleneck).
