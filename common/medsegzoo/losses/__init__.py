@@ -10,6 +10,7 @@ from medsegzoo.utils.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "TCSegLoss": "medsegzoo.losses.tcseg",
+    "UniversalLoss": "medsegzoo.losses.universal",
     "TCTLoss": "medsegzoo.losses.tct",
     "MarginalDiceLoss": "medsegzoo.losses.tct",
     "AuxiliaryDiceLoss": "medsegzoo.losses.tct",
@@ -19,7 +20,8 @@ _EXPORTS: dict[str, str] = {
     "merge_unlabeled_into_background": "medsegzoo.losses.tct",
     "consistency_keep_mask": "medsegzoo.losses.tct",
     "sigmoid_rampup": "medsegzoo.losses.tct",
-    "UniversalLoss": "medsegzoo.losses.universal",
+    "nnunet_deep_supervision_loss": "medsegzoo.losses.deep_supervision",
+    "nnunet_deep_supervision_weights": "medsegzoo.losses.deep_supervision",
 }
 
 __all__ = sorted(_EXPORTS)
