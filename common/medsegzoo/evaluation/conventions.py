@@ -1,0 +1,286 @@
+"""Empty-mask conventions and NSD tolerance presets.
+
+Surface metrics are undefined when a mask is empty, and benchmarks disagree on what to
+report instead. A convention says, for each of the three empty cases, what every metric
+is; the two presets follow the protocols this project reproduces (docs/evaluation.md):
+
+=================  ==========================  ==========================
+case               ``aeval`` (A-Eval/FLARE22)   ``touchstone``
+=================  ==========================  ==========================
+GT and pred empty  DSC = NSD = 1, HD95=ASSD=0  all NaN (class absent)
+GT empty only      DSC = NSD = 0, distances    all NaN (class absent)
+                   = volume diagonal
+pred empty only    DSC = NSD = 0, distances    DSC = NSD = 0, distances
+                   = volume diagonal            = volume diagonal
+=================  ==========================  ==========================
+
+"Volume diagonal" is the length in mm of the image's diagonal (shape x spacing), the
+largest distance two points of the image can have. DeepMind's ``surface-distance`` returns
+``inf`` there; a finite worst case keeps a missed organ in every mean (NaN would silently
+leave it out and reward the miss) and the ``gt_present``/``pred_present`` columns of the
+per-case table say which rows carry it.
+
+NSD tolerances are per class, in mm, looked up by canonical class name. The FLARE22 table
+(REFERENCE.md section 3) is also A-Eval's; the public A-Eval code indexes that list by
+position for its own 8-class order, which gives several organs another organ's tolerance.
+This project applies it by name (``aeval`` = ``flare22``). Touchstone uses 1.5 mm for
+every class.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal, Union
+
+from medsegzoo.errors import UnknownNameError
+
+__all__ = [
+    "AEVAL",
+    "CONVENTIONS",
+    "EMPTY_CASES",
+    "NSD_TOLERANCES_MM",
+    "TOUCHSTONE",
+    "VOLUME_DIAGONAL",
+    "EmptyCase",
+    "EmptyMaskConvention",
+    "ToleranceTable",
+    "empty_case",
+    "get_convention",
+    "get_tolerances",
+]
+
+EmptyCase = Literal["both_empty", "gt_empty", "pred_empty"]
+EMPTY_CASES: tuple[str, ...] = ("both_empty", "gt_empty", "pred_empty")
+
+# placeholder for "the diagonal of the image volume in mm", resolved per case
+VOLUME_DIAGONAL = "volume_diagonal"
+
+Outcome = Union[float, str]  # a number (NaN allowed) or VOLUME_DIAGONAL
+
+
+def empty_case(gt_present: bool, pred_present: bool) -> EmptyCase | None:
+    """Which empty case a (ground truth, prediction) pair is; ``None`` when both are non-empty."""
+    if gt_present and pred_present:
+        return None
+    if not gt_present and not pred_present:
+        return "both_empty"
+    return "gt_empty" if not gt_present else "pred_empty"
+
+
+@dataclass(frozen=True)
+class EmptyMaskConvention:
+    """What each metric is when the ground truth and/or the prediction of a class is empty.
+
+    Attributes:
+        name: preset key ("aeval", "touchstone") or a name of your own.
+        description: one line for reports.
+        outcomes: empty case ("both_empty", "gt_empty", "pred_empty") -> metric -> value,
+            a float (NaN allowed) or :data:`VOLUME_DIAGONAL`.
+    """
+
+    name: str
+    description: str
+    outcomes: Mapping[str, Mapping[str, Outcome]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in EMPTY_CASES if c not in self.outcomes]
+        if missing:
+            raise ValueError(f"convention {self.name!r} lacks outcomes for {missing}")
+        frozen = {c: MappingProxyType(dict(self.outcomes[c])) for c in EMPTY_CASES}
+        object.__setattr__(self, "outcomes", MappingProxyType(frozen))
+
+    def value(self, case: EmptyCase, metric: str, volume_diagonal_mm: float) -> float:
+        """The value of ``metric`` in empty ``case``.
+
+        Args:
+            case: "both_empty", "gt_empty" or "pred_empty".
+            metric: "dsc", "nsd", "hd95" or "assd".
+            volume_diagonal_mm: the image diagonal in mm (replaces :data:`VOLUME_DIAGONAL`).
+
+        Returns:
+            The number to report (NaN: undefined under this convention).
+
+        Raises:
+            UnknownNameError: a metric this convention says nothing about.
+        """
+        table = self.outcomes[case]
+        if metric not in table:
+            raise UnknownNameError(
+                f"convention {self.name!r} defines no value of metric {metric!r} for {case}; "
+                f"it knows {sorted(table)}"
+            )
+        outcome = table[metric]
+        return float(volume_diagonal_mm) if outcome == VOLUME_DIAGONAL else float(outcome)
+
+
+_NAN = math.nan
+_MISSED = {"dsc": 0.0, "nsd": 0.0, "hd95": VOLUME_DIAGONAL, "assd": VOLUME_DIAGONAL}
+
+AEVAL = EmptyMaskConvention(
+    name="aeval",
+    description=(
+        "A-Eval/FLARE22: both empty = perfect (DSC = NSD = 1, HD95 = ASSD = 0); one side empty "
+        "= DSC = NSD = 0 and distances = image diagonal"
+    ),
+    outcomes={
+        "both_empty": {"dsc": 1.0, "nsd": 1.0, "hd95": 0.0, "assd": 0.0},
+        "gt_empty": _MISSED,
+        "pred_empty": _MISSED,
+    },
+)
+
+TOUCHSTONE = EmptyMaskConvention(
+    name="touchstone",
+    description=(
+        "Touchstone: class absent in the ground truth = NaN for every metric; present but not "
+        "predicted = DSC = NSD = 0 and distances = image diagonal"
+    ),
+    outcomes={
+        "both_empty": {"dsc": _NAN, "nsd": _NAN, "hd95": _NAN, "assd": _NAN},
+        "gt_empty": {"dsc": _NAN, "nsd": _NAN, "hd95": _NAN, "assd": _NAN},
+        "pred_empty": _MISSED,
+    },
+)
+
+CONVENTIONS: Mapping[str, EmptyMaskConvention] = MappingProxyType({"aeval": AEVAL, "touchstone": TOUCHSTONE})
+
+
+def get_convention(convention: str | EmptyMaskConvention) -> EmptyMaskConvention:
+    """Return a convention preset by name (an :class:`EmptyMaskConvention` passes through).
+
+    Raises:
+        UnknownNameError: unknown preset name (the message lists the known ones).
+    """
+    if isinstance(convention, EmptyMaskConvention):
+        return convention
+    key = str(convention).strip().lower().replace("-", "").replace("_", "")
+    if key not in CONVENTIONS:
+        raise UnknownNameError(f"unknown empty-mask convention {convention!r}; known: {sorted(CONVENTIONS)}")
+    return CONVENTIONS[key]
+
+
+class ToleranceTable(Mapping[str, float]):
+    """NSD tolerance in mm per canonical class name, with an optional default for every other class.
+
+    Lookups accept any synonym the taxonomy knows ("ivc", "gall_bladder"). Iterating yields
+    the classes listed explicitly (a table with only a default iterates over nothing).
+
+    Args:
+        name: preset name for messages.
+        per_class: canonical class name -> tolerance in mm.
+        default: tolerance for classes not listed; ``None``: such a class is an error.
+    """
+
+    def __init__(self, name: str, per_class: Mapping[str, float] | None = None, default: float | None = None) -> None:
+        self.name = name
+        self._per_class = {str(k): float(v) for k, v in (per_class or {}).items()}
+        self.default = None if default is None else float(default)
+        checked = dict(self._per_class) if self.default is None else {**self._per_class, "default": self.default}
+        for cls, tol in checked.items():
+            if not (tol >= 0 and math.isfinite(tol)):
+                raise ValueError(f"tolerance table {name!r}: tolerance of {cls} must be a finite number >= 0, got {tol}")
+
+    def __getitem__(self, name: str) -> float:
+        if name in self._per_class:
+            return self._per_class[name]
+        canonical = _canonical_or_none(name)
+        if canonical is not None and canonical in self._per_class:
+            return self._per_class[canonical]
+        if self.default is not None:
+            return self.default
+        raise UnknownNameError(
+            f"NSD tolerance table {self.name!r} has no tolerance for class {name!r}; it lists "
+            f"{sorted(self._per_class)}. Pass a number (same tolerance for every class) or a table "
+            f"that covers this class."
+        )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._per_class)
+
+    def __len__(self) -> int:
+        return len(self._per_class)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        try:
+            self[name]
+        except UnknownNameError:
+            return False
+        return True
+
+    def __repr__(self) -> str:
+        extra = f", default={self.default}" if self.default is not None else ""
+        return f"ToleranceTable({self.name!r}, {self._per_class}{extra})"
+
+
+def _canonical_or_none(name: str) -> str | None:
+    # imported here: the taxonomy is only needed for synonyms, and only on a miss
+    from medsegzoo.taxonomy import canonical_name
+
+    try:
+        return canonical_name(name)
+    except UnknownNameError:
+        return None
+
+
+# FLARE22 challenge tolerances (mm), REFERENCE.md section 3; A-Eval uses the same table
+_FLARE22_MM = {
+    "liver": 5.0,
+    "kidney_right": 3.0,
+    "kidney_left": 3.0,
+    "spleen": 3.0,
+    "pancreas": 5.0,
+    "aorta": 2.0,
+    "postcava": 2.0,
+    "adrenal_gland_right": 2.0,
+    "adrenal_gland_left": 2.0,
+    "gallbladder": 2.0,
+    "esophagus": 3.0,
+    "stomach": 5.0,
+    "duodenum": 7.0,
+}
+
+NSD_TOLERANCES_MM: Mapping[str, ToleranceTable] = MappingProxyType(
+    {
+        "flare22": ToleranceTable("flare22", _FLARE22_MM),
+        "aeval": ToleranceTable("aeval", _FLARE22_MM),
+        "touchstone": ToleranceTable("touchstone", {}, default=1.5),
+    }
+)
+
+
+def get_tolerances(spec: str | float | Mapping[str, float]) -> Mapping[str, float]:
+    """Resolve a tolerance specification to a class -> mm mapping.
+
+    Args:
+        spec: a preset name ("flare22", "aeval", "touchstone"), a number (the same
+            tolerance in mm for every class, also as a string such as "2.5"), or a mapping
+            (returned as a :class:`ToleranceTable` without default).
+
+    Returns:
+        A mapping that answers ``table[class_name]`` in mm.
+
+    Raises:
+        UnknownNameError: an unknown preset name.
+        ValueError: a negative or non-finite number.
+    """
+    if isinstance(spec, ToleranceTable):
+        return spec
+    if isinstance(spec, Mapping):
+        return ToleranceTable("custom", spec)
+    if isinstance(spec, (int, float)):
+        return ToleranceTable(f"{float(spec):g} mm", {}, default=float(spec))
+    text = str(spec).strip().lower()
+    if text in NSD_TOLERANCES_MM:
+        return NSD_TOLERANCES_MM[text]
+    try:
+        number = float(text)
+    except ValueError:
+        raise UnknownNameError(
+            f"unknown NSD tolerance preset {spec!r}; known: {sorted(NSD_TOLERANCES_MM)}, or a number in mm"
+        ) from None
+    return ToleranceTable(f"{number:g} mm", {}, default=number)
