@@ -76,6 +76,7 @@ METADATA_FIELDS: dict[str, tuple[type, ...]] = {
     "study_type": (str,),
     "pathology": (str,),
     "grade": (str,),
+    "has_tumor": (bool,),
     "phase": (str,),
     "sequence": (str,),
     "split": (str,),

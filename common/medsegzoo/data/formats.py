@@ -27,7 +27,6 @@ __all__ = ["Volume", "is_nifti", "read_png_stack", "read_volume"]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 H5_SUFFIXES = (".h5", ".hdf5")
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 
 
 @dataclass
@@ -58,12 +57,6 @@ def _png_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith(".")
     )
-
-
-def _dicom_files(folder: Path) -> list[Path]:
-    """DICOM files of a series folder: ``.dcm``-like names, or extension-less files (TCIA)."""
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-    return sorted(p for p in files if p.suffix.lower() in DICOM_SUFFIXES or p.suffix == "")
 
 
 def read_volume(
@@ -145,19 +138,18 @@ def _read_with_io(path: Path) -> Volume:
 
 
 def read_png_stack(folder: str | os.PathLike, reference: str | os.PathLike | None = None) -> Volume:
-    """Stack a folder of 2D PNG slices into a volume aligned with its DICOM series.
+    """Stack a folder of 2D PNG slices into a volume on the grid of its DICOM series.
 
     CHAOS distributes its ground truth as one PNG per slice, numbered in the order of the
-    series' DICOM file names. The series is read with ITK, which sorts slices by position, so
-    the PNGs are placed by the position of their DICOM file, not by their own number: PNG ``i``
-    belongs to the ``i``-th DICOM file in name order. A PNG row is the DICOM row (y) and a
-    PNG column the DICOM column (x); arrays follow :func:`medsegzoo.data.io.load_volume`'s
-    (x, y, z) order.
+    series' DICOM file names (PNG ``i`` belongs to the ``i``-th DICOM file by name). The
+    series is read with ITK, which orders slices by position, so each PNG is placed where
+    ITK puts its DICOM file, not by its own number. A PNG row is the DICOM row (y) and a PNG
+    column the DICOM column (x); the array is ``(x, y, z)`` like
+    :func:`medsegzoo.data.io.load_volume`'s.
 
     Args:
         folder: folder of PNG slices.
-        reference: the DICOM series folder of the same scan (needed for the geometry and the
-            slice order).
+        reference: the DICOM series folder of the same scan (the case's image).
 
     Returns:
         The label volume with the series' affine.
@@ -167,57 +159,35 @@ def read_png_stack(folder: str | os.PathLike, reference: str | os.PathLike | Non
     """
     from PIL import Image
 
+    from medsegzoo.data.io import dicom_series_files
+
     folder = Path(folder)
-    pngs = _png_files(folder)
     if reference is None:
         raise DataValidationError(
             f"{folder}: PNG slice folder needs its DICOM series (the case's image) for its geometry"
         )
     reference = Path(reference)
+    pngs = _png_files(folder)
     series = _read_with_io(reference)
-    dicoms = _dicom_files(reference)
-    if len(pngs) != len(dicoms):
+    by_position = [Path(f).name for f in dicom_series_files(reference)]
+    by_name = sorted(by_position)
+    if len(pngs) != len(by_name):
         raise DataValidationError(
-            f"{folder}: {len(pngs)} PNG slices but its DICOM series {reference} has {len(dicoms)} files"
+            f"{folder}: {len(pngs)} PNG slices but its DICOM series {reference} has {len(by_name)} files"
         )
-    order = _slice_order(dicoms, series.affine)
-    slices = [np.asarray(Image.open(p)) for p in pngs]
-    if slices and any(s.ndim != 2 for s in slices):
-        bad = next(p for p, s in zip(pngs, slices, strict=True) if s.ndim != 2)
-        raise DataValidationError(f"{bad}: PNG slice is not a single-channel (grey) image")
-    stacked = np.stack([slices[i].T for i in order], axis=-1) if slices else np.zeros((0, 0, 0))
-    if stacked.shape != series.shape[:3]:
+    name_index = {name: i for i, name in enumerate(by_name)}
+    slices = []
+    for name in by_position:
+        png = pngs[name_index[name]]
+        pixels = np.asarray(Image.open(png))
+        if pixels.ndim != 2:
+            raise DataValidationError(f"{png}: PNG slice is not a single-channel (grey) image")
+        slices.append(pixels.T)
+    shapes = {s.shape for s in slices}
+    if len(shapes) > 1 or (slices and slices[0].shape != series.shape[:2]):
         raise DataValidationError(
-            f"{folder}: PNG stack has shape {stacked.shape} but its DICOM series {reference} has {series.shape[:3]}"
+            f"{folder}: PNG slices of size {sorted(shapes)} (x, y) do not match the DICOM series {reference} "
+            f"({series.shape[:2]})"
         )
+    stacked = np.stack(slices, axis=-1)
     return Volume(shape=tuple(stacked.shape), affine=series.affine, array=stacked)
-
-
-def _slice_order(dicoms: list[Path], affine: np.ndarray) -> list[int]:
-    """Indices of ``dicoms`` (name order) sorted by position along the series' slice axis."""
-    import itk
-
-    normal = affine[:3, 2] / (np.linalg.norm(affine[:3, 2]) or 1.0)
-    positions = []
-    for path in dicoms:
-        image = itk.imread(str(path))
-        # ITK origins are LPS; the affine from load_volume may be RAS: compare in one frame
-        # by projecting onto the normal's absolute direction (the sign cancels in the sort
-        # when both are consistent, checked below).
-        positions.append(np.asarray(image.GetOrigin(), float))
-    projected = [float(np.dot(p, _lps_normal(normal))) for p in positions]
-    order = sorted(range(len(dicoms)), key=lambda i: projected[i])
-    # the series' first voxel plane is at the affine's origin: start from the file nearest it
-    first = _to_lps(affine[:3, 3])
-    if np.linalg.norm(positions[order[0]] - first) > np.linalg.norm(positions[order[-1]] - first):
-        order.reverse()
-    return order
-
-
-def _to_lps(point: np.ndarray) -> np.ndarray:
-    """RAS -> LPS (the same operation both ways)."""
-    return np.asarray(point, float) * np.array([-1.0, -1.0, 1.0])
-
-
-def _lps_normal(normal: np.ndarray) -> np.ndarray:
-    return _to_lps(normal)

@@ -183,6 +183,7 @@ def build_datalist(
     if not cases:
         raise reader.error(top, f"holds no {reader.title} case")
     _check_files_exist(cases, top)
+    _add_manifest_metadata(cases, root, top)
     splits, excluded = _assign_splits(cases, split, seed, val_fraction, test_fraction)
     entries = {key: [_entry(c, root, key) for c in splits[key]] for key in SPLIT_KEYS}
     datalist = new_datalist(
@@ -204,6 +205,49 @@ def write_datalist(datalist: Mapping[str, Any], out_path: str | os.PathLike) -> 
         The written path.
     """
     return save_datalist(datalist, out_path)
+
+
+# Written by ``medsegzoo phantoms`` beside the layout (medsegzoo.data.phantoms.layouts.MANIFEST_NAME):
+# per-case metadata most real layouts do not carry. Read by name so that reading real data
+# never imports the phantom generator.
+PHANTOM_MANIFEST = "phantom_manifest.json"
+# manifest record field -> datalist entry field
+_MANIFEST_FIELDS = {
+    "site": "site",
+    "manufacturer": "manufacturer",
+    "scanner": "scanner",
+    "age": "age",
+    "sex": "sex",
+    "has_tumor": "has_tumor",
+    "grade": "grade",
+    "contrast_phase": "phase",
+}
+
+
+def _add_manifest_metadata(cases: list[ScannedCase], root: Path, top: Path) -> None:
+    """Fill metadata the layout lacks from a phantom manifest, matching cases by image path."""
+    folders = [top, *[p for p in top.parents if p == root or root in p.parents]]
+    manifest = next(
+        (f / PHANTOM_MANIFEST for f in folders if (f / PHANTOM_MANIFEST).is_file()), None
+    )
+    if manifest is None:
+        return
+    try:
+        records = json.loads(manifest.read_text(encoding="utf-8")).get("records", [])
+    except (OSError, ValueError, AttributeError) as err:
+        raise LayoutError(f"{manifest}: cannot read the phantom manifest ({err})") from None
+    by_image = {
+        os.path.normpath(manifest.parent / r["image"]): r
+        for r in records
+        if isinstance(r, dict) and isinstance(r.get("image"), str)
+    }
+    for case in cases:
+        record = by_image.get(os.path.normpath(case.image))
+        if record is None:
+            continue
+        for source, target in _MANIFEST_FIELDS.items():
+            if record.get(source) is not None and target not in case.metadata:
+                case.metadata[target] = record[source]
 
 
 def _check_files_exist(cases: list[ScannedCase], top: Path) -> None:

@@ -34,17 +34,18 @@ class AbdomenAtlasReader(LayoutReader):
 
     @staticmethod
     def _case_dirs(folder: Path) -> list[Path]:
+        """Case folders holding ``ct.nii.gz``; those without masks are unlabeled."""
         return sorted(
             p
             for p in folder.iterdir()
-            if p.is_dir()
-            and not p.name.startswith(".")
-            and (p / _IMAGE).is_file()
-            and (p / "segmentations").is_dir()
+            if p.is_dir() and not p.name.startswith(".") and (p / _IMAGE).is_file()
         )
 
     def looks_like(self, folder: Path) -> bool:
-        return any(d.name.startswith("BDMAP_") for d in self._case_dirs(folder))
+        return any(
+            d.name.startswith("BDMAP_") and (d / "segmentations").is_dir()
+            for d in self._case_dirs(folder)
+        )
 
     def scan(self, root: Path) -> list[ScannedCase]:
         case_dirs = self._case_dirs(root)
