@@ -99,3 +99,40 @@ def test_compare_runs_as_console_command(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "r" / "summary.md").exists()
+
+
+def _label_maps(folder, seed, noise):
+    """Four 16^3 cases in touchstone9 values: spleen (1) and liver (5) blocks, some voxels flipped."""
+    from medsegzoo.data.io import save_volume
+
+    rng = np.random.default_rng(seed)
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    for i in range(4):
+        lab = np.zeros((16, 16, 16), dtype=np.uint8)
+        lab[2:7, 3:9, 4:10] = 1
+        lab[8:14, 6:14, 3:12] = 5
+        flip = rng.random(lab.shape) < noise
+        lab[flip & (lab > 0)] = 0
+        save_volume(folder / f"case{i}.nii.gz", lab, affine)
+
+
+def test_compare_scores_prediction_folders_with_the_engine(tmp_path):
+    for name, seed, noise in (("gt", 0, 0.0), ("sharp", 1, 0.02), ("blurry", 2, 0.3)):
+        (tmp_path / name).mkdir()
+        _label_maps(tmp_path / name, seed, noise)
+    out = tmp_path / "r"
+    code = main(
+        ["compare", f"sharp={tmp_path / 'sharp'}", f"blurry={tmp_path / 'blurry'}", "--gt", str(tmp_path / "gt"),
+         "--labels", "touchstone9", "--out", str(out), "--bootstrap", "20", "--no-plots", "--workers", "1"]
+    )
+    assert code == 0
+    per_case = pd.read_csv(out / "per_case.csv")
+    assert set(per_case["algorithm"]) == {"sharp", "blurry"}
+    scored = per_case.dropna(subset=["dsc"])
+    assert set(scored["class"]) == {"spleen", "liver"}  # other touchstone9 classes absent in GT: NaN
+    means = scored.groupby("algorithm")["dsc"].mean()
+    assert means["sharp"] > means["blurry"] > 0.5
+    md = (out / "summary.md").read_text()
+    assert "label system: touchstone9" in md
+    assert "Classes without any value (not in the table): kidney_right, kidney_left" in md
+    assert "| sharp | " in md and "kidney_right |" not in md.split("## Touchstone")[0]

@@ -47,7 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--title", help="report title (default: the algorithm names)")
     parser.add_argument("--metrics", default="dsc,nsd", help="metrics to analyse, comma-separated (default dsc,nsd)")
     parser.add_argument("--convention", default="touchstone", help="empty-mask convention for prediction folders (default touchstone)")
-    parser.add_argument("--tolerance", default="touchstone", help="NSD tolerance preset or mm value for prediction folders (default touchstone: 1.5 mm)")
+    parser.add_argument("--tolerance", help="NSD tolerance preset or mm value for prediction folders (default: the convention's, 1.5 mm for touchstone)")
+    parser.add_argument("--gt-labels", help="data set / label system of ground-truth label maps when it differs from --labels")
+    parser.add_argument("--split", help="datalist split used as ground truth (default: every labeled split)")
+    parser.add_argument("--allow-missing", action="store_true", help="skip cases present on one side only (counted in the report) instead of failing")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for ranking stability (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
@@ -97,7 +100,7 @@ def read_per_case_csv(path: Path, name: str) -> pd.DataFrame:
     return table.assign(algorithm=name)
 
 
-def evaluate_folder(name: str, pred_dir: Path, args: argparse.Namespace) -> tuple[pd.DataFrame, list[str]]:
+def evaluate_folder(name: str, pred_dir: Path, args: argparse.Namespace, metrics: list[str]) -> tuple[pd.DataFrame, list[str]]:
     """Score one prediction folder with the evaluation engine; returns the table and notes.
 
     Raises:
@@ -107,17 +110,29 @@ def evaluate_folder(name: str, pred_dir: Path, args: argparse.Namespace) -> tupl
         raise DataValidationError(f"algorithm {name!r}: {pred_dir} is a prediction folder; --gt and --labels are needed to score it")
     from medsegzoo.evaluation.engine import evaluate_cases
 
+    tolerance: str | float | None = args.tolerance
+    if tolerance is not None:
+        try:
+            tolerance = float(tolerance)
+        except ValueError:
+            pass  # a preset name
+    print(f"scoring {name}: {pred_dir}", file=sys.stderr)
     result = evaluate_cases(
-        pred=pred_dir,
-        gt=args.gt,
-        labels=args.labels,
+        pred_dir,
+        args.gt,
+        args.labels,
+        gt_labels=args.gt_labels,
+        split=args.split,
         convention=args.convention,
-        tolerances=args.tolerance,
+        tolerances=tolerance,
+        metrics=metrics,
         workers=max(1, args.workers),
+        allow_missing=args.allow_missing,
         progress=True,
-        desc=name,
     )
-    notes = [f"{name}: {line}" for line in getattr(result, "notes", ())]
+    # settings lines (label system, convention, tolerances) are the same for every algorithm;
+    # run() prints them once; what was skipped is per algorithm
+    notes = [f"{name}: {line}" if line.startswith("skipped") else line for line in result.notes()]
     return result.table.assign(algorithm=name), notes
 
 
@@ -190,12 +205,12 @@ def run(args: argparse.Namespace) -> int:
     notes: list[str] = []
     for name, path in specs:
         if path.is_dir():
-            tables[name], extra = evaluate_folder(name, path, args)
+            tables[name], extra = evaluate_folder(name, path, args, metrics)
             notes += extra
         else:
             tables[name] = read_per_case_csv(path, name)
     table, extra = align_cases(tables, args.strict)
-    notes += extra
+    notes = list(dict.fromkeys(notes + extra))
     group_columns: list[str] = []
     if args.metadata:
         table, group_columns, extra = join_metadata(table, Path(args.metadata))

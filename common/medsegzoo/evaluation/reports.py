@@ -160,10 +160,17 @@ def write_report(
         f = scale if higher_is_better(m) else 1.0
         label = metric_label(m)
         md.append(f"### {label}\n\nMean ± SD over cases (SD with ddof=1); `mean (C)` averages the class means.\n\n")
-        md.append(markdown_table(class_table(t, m, class_order, scale=f)) + "\n")
+        # a class with no value at all (absent from every ground truth) would be a column of n/a
+        scored = t.groupby("class", sort=False)[m].apply(lambda v: bool(v.notna().any()))
+        shown = [c for c in class_order if scored.get(c, False)]
+        md.append(markdown_table(class_table(t[t["class"].isin(shown)], m, shown, scale=f)) + "\n")
         undefined = int(t[m].isna().sum())
         if undefined:
-            md.append(f"{undefined} of {len(t)} (case, class) values of {label} are undefined (NaN) and left out.\n\n")
+            md.append(f"{undefined} of {len(t)} (case, class) values of {label} are undefined (NaN) and left out.")
+            unscored = [c for c in class_order if c not in shown]
+            if unscored:
+                md.append(f" Classes without any value (not in the table): {', '.join(unscored)}.")
+            md.append("\n\n")
         agg_c, agg_i = aggregate_c(t, m), aggregate_i(t, m)
         summary_json["metrics"][m] = {  # type: ignore[index]
             a: {
@@ -180,7 +187,7 @@ def write_report(
             name = f"box_{m}.png"
             files[name] = _plots().box_plot(
                 t.assign(**{m: t[m] * f}), m, "class", out / name, hue="algorithm" if len(algorithms) > 1 else None,
-                title=f"{label} per class", ylabel=_axis_label(m, f), order=class_order, hue_order=algorithms,
+                title=f"{label} per class", ylabel=_axis_label(m, f), order=shown, hue_order=algorithms,
             )
             md.append(f"![{label} per class]({name})\n\n")
 
