@@ -338,3 +338,84 @@ def test_bad_input_is_rejected_with_a_reason():
         compute_case_metrics(gt, gt, (1, 1, 1), {1: "liver"}, None)
     with pytest.raises(UnknownNameError, match="colon"):
         compute_case_metrics(gt, gt, (1, 1, 1), {1: "colon"}, "flare22")
+
+
+# ---- MONAI metric and ignite handler ------------------------------------------------------
+
+
+def _batch(rng: np.random.Generator, shape=(14, 12, 10)):
+    gt = np.stack([rng.integers(0, 3, shape) * _blobs(rng, shape, 1.0) for _ in range(2)]).astype(np.uint8)
+    pred = np.stack([rng.integers(0, 3, shape) * _blobs(rng, shape, 1.0) for _ in range(2)]).astype(np.uint8)
+    return pred, gt
+
+
+def test_monai_metric_equals_case_metrics_for_label_maps_and_one_hot():
+    torch = pytest.importorskip("torch")
+    from monai.data import MetaTensor
+
+    from medsegzoo.evaluation.monai_metric import SegmentationMetrics
+
+    rng = np.random.default_rng(21)
+    pred, gt = _batch(rng)
+    classes = ["spleen", "liver"]
+    affine = torch.diag(torch.tensor([0.8, 1.2, 2.0, 1.0], dtype=torch.float64))
+    metric = SegmentationMetrics(classes, metric="nsd", tolerances_mm="flare22", convention="touchstone")
+    y_pred = MetaTensor(torch.from_numpy(pred[:, None]), affine=affine)
+    y = MetaTensor(torch.from_numpy(gt[:, None]), affine=affine)
+    metric(y_pred=y_pred, y=y)
+    # the same cases as one-hot channel-first lists, spacing passed explicitly
+    onehot = lambda a: torch.from_numpy(np.stack([a == 0, a == 1, a == 2]).astype(np.float32))  # noqa: E731
+    metric([onehot(p) for p in pred], [onehot(g) for g in gt], spacing=(0.8, 1.2, 2.0))
+    table = metric.table(["a", "b", "a1", "b1"])
+    for i, case in enumerate(["a", "b"]):
+        expected = compute_case_metrics(pred[i], gt[i], (0.8, 1.2, 2.0), {1: "spleen", 2: "liver"}, "flare22", convention="touchstone")
+        for copy in (case, f"{case}1"):
+            rows = table[table["case"] == copy].to_dict("records")
+            for row, ref in zip(rows, expected):
+                for m in ("dsc", "nsd", "hd95", "assd", "gt_present", "pred_present"):
+                    assert row[m] == pytest.approx(ref[m]), (copy, m)
+    values = metric.values("nsd").numpy()
+    assert values.shape == (4, 2)
+    # "mean": class mean per case (NaN left out), then the mean over cases
+    per_case = np.nanmean(values, axis=1)
+    assert metric.aggregate().item() == pytest.approx(per_case.mean())
+    np.testing.assert_allclose(metric.aggregate("mean_batch", metric="dsc").numpy(), table.pivot(index="case", columns="class", values="dsc")[classes].mean().to_numpy())
+
+
+def test_monai_metric_refuses_to_guess_spacing_and_probabilities():
+    torch = pytest.importorskip("torch")
+    from medsegzoo.evaluation.monai_metric import SegmentationMetrics
+
+    pred, gt = _batch(np.random.default_rng(1))
+    metric = SegmentationMetrics(["spleen", "liver"], tolerances_mm=2.0)
+    with pytest.raises(DataValidationError, match="spacing"):
+        metric(torch.from_numpy(pred[:, None]), torch.from_numpy(gt[:, None]))
+    with pytest.raises(DataValidationError, match="probabilities"):
+        metric(torch.rand(1, 1, 6, 6, 6), torch.from_numpy(gt[:1, None]), spacing=(1, 1, 1))
+    with pytest.raises(UnknownNameError):
+        SegmentationMetrics(["liver"], metric="hd95", metrics=("dsc",))
+
+
+def test_ignite_handler_reports_the_mean_and_details():
+    torch = pytest.importorskip("torch")
+    from ignite.engine import Engine
+    from monai.handlers import from_engine
+
+    from medsegzoo.evaluation.monai_metric import SegmentationMetricsHandler
+
+    rng = np.random.default_rng(4)
+    pred, gt = _batch(rng)
+    data = [{"pred": torch.from_numpy(pred[i : i + 1, None]), "label": torch.from_numpy(gt[i : i + 1, None])} for i in range(2)]
+    engine = Engine(lambda engine, batch: batch)
+    handler = SegmentationMetricsHandler(
+        ["spleen", "liver"], metric="hd95", tolerances_mm="touchstone", spacing=(1.0, 1.0, 2.0),
+        output_transform=from_engine(["pred", "label"]),
+    )
+    handler.attach(engine, "val_hd95")
+    engine.run(data, max_epochs=1)
+    expected = [
+        np.nanmean([r["hd95"] for r in compute_case_metrics(pred[i], gt[i], (1.0, 1.0, 2.0), {1: "spleen", 2: "liver"}, 1.5)])
+        for i in range(2)
+    ]
+    assert engine.state.metrics["val_hd95"] == pytest.approx(np.mean(expected))
+    assert tuple(engine.state.metric_details["val_hd95"].shape) == (2, 2, 6)

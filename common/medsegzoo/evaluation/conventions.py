@@ -92,6 +92,10 @@ class EmptyMaskConvention:
         frozen = {c: MappingProxyType(dict(self.outcomes[c])) for c in EMPTY_CASES}
         object.__setattr__(self, "outcomes", MappingProxyType(frozen))
 
+    def __reduce__(self):
+        # mapping proxies do not pickle; the engine sends conventions to worker processes
+        return (type(self), (self.name, self.description, {c: dict(v) for c, v in self.outcomes.items()}))
+
     def value(self, case: EmptyCase, metric: str, volume_diagonal_mm: float) -> float:
         """The value of ``metric`` in empty ``case``.
 
