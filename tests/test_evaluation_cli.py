@@ -1,0 +1,108 @@
+"""``medsegzoo evaluate`` on a tiny folder written here: files, numbers, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import surface_distance as deepmind
+
+from medsegzoo.cli import main
+from medsegzoo.data.io import save_volume
+
+SPACING = (1.5, 1.0, 2.0)
+SHAPE = (10, 12, 8)
+AFFINE = np.diag([*SPACING, 1.0])
+DIAGONAL = math.sqrt((10 * 1.5) ** 2 + (12 * 1.0) ** 2 + (8 * 2.0) ** 2)
+# aeval8 values: liver 1, kidney_right 2, spleen 3, ..., kidney_left 8
+
+
+def _case() -> tuple[np.ndarray, np.ndarray]:
+    gt = np.zeros(SHAPE, np.uint8)
+    pred = np.zeros(SHAPE, np.uint8)
+    gt[2:6, 2:6, 2:6] = 1  # liver: a 4x4x4 cube ...
+    pred[3:7, 2:6, 2:6] = 1  # ... predicted one voxel lower: 48 of 64 voxels shared
+    gt[7:9, 8:11, 1:3] = 2  # kidney_right in the ground truth only: missed
+    pred[0:2, 0:2, 6:8] = 8  # kidney_left predicted, absent in the ground truth
+    return gt, pred
+
+
+@pytest.fixture()
+def folders(tmp_path):
+    gt, pred = _case()
+    for case in ("a", "b"):
+        save_volume(tmp_path / "gt" / f"{case}.nii.gz", gt, AFFINE)
+        save_volume(tmp_path / "pred" / f"{case}.nii.gz", pred, AFFINE)
+    return tmp_path
+
+
+def _run(*argv: str) -> int:
+    return main(["evaluate", *argv, "--workers", "1", "--quiet", "--no-plots"])
+
+
+def test_evaluate_writes_per_case_csv_with_the_expected_numbers(folders, capsys):
+    out = folders / "report"
+    code = _run("--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--labels", "aeval8", "--out", str(out))
+    assert code == 0
+    for name in ("per_case.csv", "per_class.csv", "summary.md", "summary.json", "evaluation.json"):
+        assert (out / name).is_file(), name
+    table = pd.read_csv(out / "per_case.csv")
+    assert len(table) == 2 * 8 and set(table["case"]) == {"a", "b"}
+    rows = table[table["case"] == "a"].set_index("class")
+    # liver: DSC = 2 * 48 / 128; NSD (FLARE22: 5 mm) and HD95 as DeepMind computes them
+    gt, pred = _case()
+    dist = deepmind.compute_surface_distances(gt == 1, pred == 1, SPACING)
+    assert rows.loc["liver", "dsc"] == 0.75
+    assert rows.loc["liver", "nsd"] == pytest.approx(deepmind.compute_surface_dice_at_tolerance(dist, 5.0), abs=1e-9)
+    assert rows.loc["liver", "hd95"] == pytest.approx(deepmind.compute_robust_hausdorff(dist, 95)) == 1.5
+    # A-Eval convention: both empty = 1 / 0 mm; one side empty = 0 / the image diagonal
+    assert rows.loc["spleen", ["dsc", "nsd", "hd95", "assd"]].tolist() == [1.0, 1.0, 0.0, 0.0]
+    for missed in ("kidney_right", "kidney_left"):
+        assert rows.loc[missed, "dsc"] == rows.loc[missed, "nsd"] == 0.0
+        assert rows.loc[missed, "hd95"] == pytest.approx(DIAGONAL)
+    assert bool(rows.loc["kidney_right", "gt_present"]) and not bool(rows.loc["kidney_right", "pred_present"])
+    assert rows.loc["liver", "gt_volume_mm3"] == pytest.approx(64 * 1.5 * 1.0 * 2.0)
+    settings = json.loads((out / "evaluation.json").read_text())
+    assert settings["convention"] == "aeval" and settings["nsd_tolerance_mm"]["liver"] == 5.0
+    assert settings["n_cases"] == 2 and settings["skipped_missing_prediction"] == []
+    printed = capsys.readouterr().out
+    assert "2 cases, 8 classes" in printed and "liver" in printed
+
+
+def test_touchstone_convention_and_a_fixed_tolerance(folders):
+    out = folders / "ts"
+    assert _run("--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--labels", "aeval8", "--out", str(out),
+                "--convention", "touchstone", "--tolerance", "1", "--metrics", "dsc,nsd") == 0
+    table = pd.read_csv(out / "per_case.csv").set_index(["case", "class"])
+    assert list(table.columns[:2]) == ["dsc", "nsd"] and "hd95" not in table.columns
+    assert math.isnan(table.loc[("a", "spleen"), "dsc"]) and math.isnan(table.loc[("a", "kidney_left"), "nsd"])
+    assert table.loc[("b", "kidney_right"), "dsc"] == 0.0
+    gt, pred = _case()
+    dist = deepmind.compute_surface_distances(gt == 1, pred == 1, SPACING)
+    assert table.loc[("b", "liver"), "nsd"] == pytest.approx(deepmind.compute_surface_dice_at_tolerance(dist, 1.0), abs=1e-9)
+
+
+def test_missing_case_is_an_error_unless_allowed(folders, capsys):
+    (folders / "pred" / "b.nii.gz").unlink()
+    out = folders / "r"
+    assert _run("--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--labels", "aeval8", "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert "medsegzoo evaluate: error:" in err and "no prediction" in err and ": b" in err
+    assert not (out / "per_case.csv").exists()  # nothing half-written
+    assert _run("--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--labels", "aeval8", "--out", str(out), "--allow-missing") == 0
+    assert "skipped 1 ground-truth case(s) without prediction: b" in capsys.readouterr().err
+    assert set(pd.read_csv(out / "per_case.csv")["case"]) == {"a"}
+    assert json.loads((out / "evaluation.json").read_text())["skipped_missing_prediction"] == ["b"]
+    assert "skipped 1 ground-truth case(s) without prediction: b" in (out / "summary.md").read_text()
+
+
+def test_label_values_outside_the_system_exit_with_the_file_named(folders, capsys):
+    _, pred = _case()
+    pred[0, 0, 0] = 9  # aeval8 has values 1..8
+    save_volume(folders / "pred" / "a.nii.gz", pred, AFFINE)
+    assert _run("--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--labels", "aeval8", "--out", str(folders / "x")) == 1
+    err = capsys.readouterr().err
+    assert "a.nii.gz: label values [9] are not in label system 'aeval8'" in err
