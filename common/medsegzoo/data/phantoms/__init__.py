@@ -1,0 +1,24 @@
+"""Synthetic CT/MR phantoms written in the public data set layouts.
+
+* :mod:`.anatomy`: organ geometry (RAS body coordinates), tissue table, random deformation.
+* :mod:`.sites`: per-site acquisition (spacing, field of view, contrast phase, blur, noise,
+  calibration, file orientation).
+* :mod:`.generator`: :func:`make_phantom`, one case as a :class:`Phantom`.
+* :mod:`.layouts`: :func:`write_phantom_dataset`, a whole data set in a public layout.
+"""
+
+from __future__ import annotations
+
+from medsegzoo.utils.lazy import lazy_exports
+
+_EXPORTS: dict[str, str] = {
+    "Phantom": "medsegzoo.data.phantoms.generator",
+    "make_phantom": "medsegzoo.data.phantoms.generator",
+    "Site": "medsegzoo.data.phantoms.sites",
+    "get_site": "medsegzoo.data.phantoms.sites",
+    "list_phantom_layouts": "medsegzoo.data.phantoms.layouts",
+    "write_phantom_dataset": "medsegzoo.data.phantoms.layouts",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
