@@ -7,13 +7,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from medsegzoo.data.io import dicom_series_files, load_volume, save_dicom_series, save_volume
 from medsegzoo.data.phantoms.sites import to_orientation
 from medsegzoo.errors import DataValidationError
 
 
-def _volume(shape: tuple[int, int, int] = (9, 7, 5), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _volume(
+    shape: tuple[int, int, int] = (9, 7, 5), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     array = rng.integers(-1000, 1500, size=shape).astype(np.int16)
     affine = np.diag([0.8, 0.9, 2.5, 1.0])
@@ -52,8 +53,14 @@ def test_save_volume_rejects_bad_name_and_affine(tmp_path: Path) -> None:
 def test_dicom_series_round_trip_geometry_and_values(tmp_path: Path, codes: str) -> None:
     array, affine = _volume()
     stored, stored_affine = to_orientation(array, affine, codes)
-    files = save_dicom_series(tmp_path / "series", stored, stored_affine, modality="CT", uid_seed="t",
-                              metadata={"age": 46, "sex": "F", "manufacturer": "ACME"})
+    files = save_dicom_series(
+        tmp_path / "series",
+        stored,
+        stored_affine,
+        modality="CT",
+        uid_seed="t",
+        metadata={"age": 46, "sex": "F", "manufacturer": "ACME"},
+    )
     assert len(files) == array.shape[2]
     loaded, loaded_affine, spacing = load_volume(tmp_path / "series")
     # ITK may order slices along the normal of the row/column directions: compare in RAS
@@ -69,9 +76,16 @@ def test_dicom_header_fields(tmp_path: Path) -> None:
     import pydicom
 
     array, affine = _volume((6, 4, 3))
-    files = save_dicom_series(tmp_path, np.clip(array, 0, None), affine, modality="MR", uid_seed="u",
-                              metadata={"age": 7, "sex": "M", "site": "site3"}, file_name=lambda k: f"IMG-{k:03d}.dcm",
-                              reverse_names=True)
+    files = save_dicom_series(
+        tmp_path,
+        np.clip(array, 0, None),
+        affine,
+        modality="MR",
+        uid_seed="u",
+        metadata={"age": 7, "sex": "M", "site": "site3"},
+        file_name=lambda k: f"IMG-{k:03d}.dcm",
+        reverse_names=True,
+    )
     assert [f.name for f in files] == ["IMG-002.dcm", "IMG-001.dcm", "IMG-000.dcm"]
     ds = pydicom.dcmread(files[0])
     assert ds.Modality == "MR" and ds.PatientAge == "007Y" and ds.PatientSex == "M"
@@ -79,7 +93,9 @@ def test_dicom_header_fields(tmp_path: Path) -> None:
     assert (ds.Rows, ds.Columns) == (4, 6)  # rows follow y, columns x
     # LPS position of voxel (0, 0, 0): the RAS origin with x and y negated
     np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient], [-12.0, 30.0, 75.5])
-    again = save_dicom_series(tmp_path / "again", np.clip(array, 0, None), affine, modality="MR", uid_seed="u")
+    again = save_dicom_series(
+        tmp_path / "again", np.clip(array, 0, None), affine, modality="MR", uid_seed="u"
+    )
     assert pydicom.dcmread(again[0]).SeriesInstanceUID == ds.SeriesInstanceUID  # deterministic UIDs
 
 
@@ -90,8 +106,12 @@ def test_load_volume_errors_name_the_path(tmp_path: Path) -> None:
     with pytest.raises(DataValidationError, match="no DICOM series"):
         load_volume(tmp_path / "empty")
     array, affine = _volume((4, 4, 2))
-    save_dicom_series(tmp_path / "two", array, affine, uid_seed="a", file_name=lambda k: f"a{k}.dcm")
-    save_dicom_series(tmp_path / "two", array, affine, uid_seed="b", file_name=lambda k: f"b{k}.dcm")
+    save_dicom_series(
+        tmp_path / "two", array, affine, uid_seed="a", file_name=lambda k: f"a{k}.dcm"
+    )
+    save_dicom_series(
+        tmp_path / "two", array, affine, uid_seed="b", file_name=lambda k: f"b{k}.dcm"
+    )
     with pytest.raises(DataValidationError, match="2 DICOM series"):
         dicom_series_files(tmp_path / "two")
     bad = tmp_path / "bad.nii.gz"

@@ -7,19 +7,31 @@ import time
 import nibabel as nib
 import numpy as np
 import pytest
-from scipy import ndimage
-
 from medsegzoo.data.phantoms.anatomy import ABDOMEN_CLASSES, TISSUES
 from medsegzoo.data.phantoms.generator import make_phantom
 from medsegzoo.data.phantoms.sites import SITES, get_site, site_grid, to_orientation
 from medsegzoo.errors import MedSegZooError, UnknownNameError
 from medsegzoo.taxonomy import get_dataset, split_left_right
+from scipy import ndimage
 
 SIZE = 32
 # the 9 Touchstone classes and the other organs the brief asks for, every one must be drawn
-REQUIRED = ("spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "aorta",
-            "postcava", "pancreas", "esophagus", "duodenum", "adrenal_gland_right",
-            "adrenal_gland_left", "bladder")
+REQUIRED = (
+    "spleen",
+    "kidney_right",
+    "kidney_left",
+    "gallbladder",
+    "liver",
+    "stomach",
+    "aorta",
+    "postcava",
+    "pancreas",
+    "esophagus",
+    "duodenum",
+    "adrenal_gland_right",
+    "adrenal_gland_left",
+    "bladder",
+)
 
 
 def test_same_seed_same_bytes_other_seed_differs() -> None:
@@ -56,7 +68,16 @@ def test_every_required_organ_is_drawn_and_labels_are_known(seed: int) -> None:
 
 def test_organ_intensities_follow_the_tissue_table() -> None:
     phantom = make_phantom(64, seed=2, site=0, tumors=False)  # site 0: portal venous, no shift
-    for organ in ("liver", "spleen", "aorta", "postcava", "kidney_left", "gallbladder", "bladder", "vertebrae_l3"):
+    for organ in (
+        "liver",
+        "spleen",
+        "aorta",
+        "postcava",
+        "kidney_left",
+        "gallbladder",
+        "bladder",
+        "vertebrae_l3",
+    ):
         core = ndimage.binary_erosion(phantom.mask(organ), iterations=1)
         assert core.sum() > 10, organ
         median = float(np.median(phantom.image[core]))
@@ -109,21 +130,31 @@ def test_lesions_lie_inside_their_host_organ() -> None:
             assert voxels.any(), lesion
             assert not (voxels & ~host).any(), lesion
         # outside the lesions nothing changed
-        lesion_voxels = np.isin(with_lesions.label, [with_lesions.classes.index(les["class"]) + 1 for les in lesions])
-        np.testing.assert_array_equal(with_lesions.label[~lesion_voxels], without.label[~lesion_voxels])
+        lesion_voxels = np.isin(
+            with_lesions.label, [with_lesions.classes.index(les["class"]) + 1 for les in lesions]
+        )
+        np.testing.assert_array_equal(
+            with_lesions.label[~lesion_voxels], without.label[~lesion_voxels]
+        )
 
 
 def test_tumor_free_fraction_follows_probability() -> None:
-    flags = [make_phantom(16, seed=s, tumor_probability=0.6).metadata["has_tumor"] for s in range(80)]
+    flags = [
+        make_phantom(16, seed=s, tumor_probability=0.6).metadata["has_tumor"] for s in range(80)
+    ]
     fraction_free = 1.0 - np.mean(flags)
     assert 0.25 < fraction_free < 0.55  # 0.4 expected; binomial SD 0.055
-    assert not any(make_phantom(16, seed=s, tumor_probability=0.0).metadata["has_tumor"] for s in range(10))
+    assert not any(
+        make_phantom(16, seed=s, tumor_probability=0.0).metadata["has_tumor"] for s in range(10)
+    )
     free = make_phantom(16, seed=1, tumors=False)
     assert free.metadata["lesions"] == [] and not free.metadata["has_tumor"]
 
 
 def test_label_map_follows_the_taxonomy() -> None:
-    phantom = make_phantom(SIZE, seed=1, tumor_probability=1.0, lesion_kinds=("kidney_tumor", "liver_tumor"))
+    phantom = make_phantom(
+        SIZE, seed=1, tumor_probability=1.0, lesion_kinds=("kidney_tumor", "liver_tumor")
+    )
     kits = phantom.label_map("kits19")
     assert set(np.unique(kits)) == {0, 1, 2}
     kidney_voxels = phantom.mask("kidney_left") | phantom.mask("kidney_right")
@@ -133,7 +164,9 @@ def test_label_map_follows_the_taxonomy() -> None:
     btcv = phantom.label_map("btcv")
     spec = get_dataset("btcv")
     # tumours merge into their organ, on the organ's side; intrahepatic vessels join the liver
-    host = phantom.metadata["lesions"][[les["class"] for les in phantom.metadata["lesions"]].index("kidney_tumor")]["host"]
+    host = phantom.metadata["lesions"][
+        [les["class"] for les in phantom.metadata["lesions"]].index("kidney_tumor")
+    ]["host"]
     assert (btcv[phantom.mask("kidney_tumor")] == spec.index_of(host)).all()
     assert (btcv[phantom.mask("hepatic_vessel")] == spec.index_of("liver")).all()
     assert set(np.unique(btcv)) <= {0, *spec.labels}
@@ -154,7 +187,9 @@ def test_site_shift_changes_grid_and_intensities() -> None:
     assert liver_base - liver_shifted > 20  # site 2: scale 0.92, shift -25 HU
     # noise: residual of the liver core around its median
     spread_base = np.std(base.image[ndimage.binary_erosion(base.mask("liver"), iterations=2)])
-    spread_shifted = np.std(shifted.image[ndimage.binary_erosion(shifted.mask("liver"), iterations=2)])
+    spread_shifted = np.std(
+        shifted.image[ndimage.binary_erosion(shifted.mask("liver"), iterations=2)]
+    )
     assert spread_shifted > 1.3 * spread_base
     # same patient on both grids: organ volumes in mm^3 agree roughly
     vol = [p.mask("liver").sum() * np.prod(p.spacing) for p in (base, shifted)]
@@ -188,7 +223,9 @@ def test_left_atrium_and_brain_anatomies() -> None:
     assert {0, 2} <= set(np.unique(brats)) <= {0, 1, 2, 4}
     assert set(brain.extra_images) == {"t1", "t1ce", "t2"}
     edema = brats == 2
-    assert brain.image[edema].mean() > brain.image[(brats == 0) & (brain.image > 50)].mean()  # FLAIR: oedema bright
+    assert (
+        brain.image[edema].mean() > brain.image[(brats == 0) & (brain.image > 50)].mean()
+    )  # FLAIR: oedema bright
 
 
 def test_bad_arguments_raise() -> None:

@@ -30,17 +30,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = __doc__.split("\n\n", 1)[1]
     parser.add_argument("out", nargs="?", help="folder to create")
     parser.add_argument("--layout", help="public layout to write (see --list-layouts)")
-    parser.add_argument("--cases", type=int, default=None, help="number of labeled cases (default 4)")
-    parser.add_argument("--labeled", type=int, default=None, help="same as --cases (semi-supervised wording)")
-    parser.add_argument("--unlabeled", type=int, default=0, help="images without labels, where the layout keeps them (default 0)")
-    parser.add_argument("--size", type=int, default=64, help="field of view in nominal 1 mm voxels per axis (default 64)")
-    parser.add_argument("--site", type=int, default=0, help="acquisition site: spacing, FOV, intensities, noise, orientation (default 0)")
+    parser.add_argument(
+        "--cases", type=int, default=None, help="number of labeled cases (default 4)"
+    )
+    parser.add_argument(
+        "--labeled", type=int, default=None, help="same as --cases (semi-supervised wording)"
+    )
+    parser.add_argument(
+        "--unlabeled",
+        type=int,
+        default=0,
+        help="images without labels, where the layout keeps them (default 0)",
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=64,
+        help="field of view in nominal 1 mm voxels per axis (default 64)",
+    )
+    parser.add_argument(
+        "--site",
+        type=int,
+        default=0,
+        help="acquisition site: spacing, FOV, intensities, noise, orientation (default 0)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="data set seed (default 0)")
-    parser.add_argument("--modality", choices=("CT", "MR", "ct", "mr"), help="CT or MR (default: the layout's)")
-    parser.add_argument("--tumors", action=argparse.BooleanOptionalAction, default=True, help="draw lesions (default: yes)")
-    parser.add_argument("--tumor-probability", type=float, default=None, help="probability that a case has tumours (default: the layout's)")
+    parser.add_argument(
+        "--modality", choices=("CT", "MR", "ct", "mr"), help="CT or MR (default: the layout's)"
+    )
+    parser.add_argument(
+        "--tumors",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw lesions (default: yes)",
+    )
+    parser.add_argument(
+        "--tumor-probability",
+        type=float,
+        default=None,
+        help="probability that a case has tumours (default: the layout's)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it is not empty")
-    parser.add_argument("--list-layouts", action="store_true", help="print the layout names and exit")
+    parser.add_argument(
+        "--list-layouts", action="store_true", help="print the layout names and exit"
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the layout folder")
 
 
@@ -55,8 +88,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.out or not args.layout:
         raise MedSegZooError("phantoms needs OUT and --layout (see --list-layouts)")
     if args.cases is not None and args.labeled is not None and args.cases != args.labeled:
-        raise MedSegZooError(f"--cases {args.cases} and --labeled {args.labeled} disagree; give one of them")
-    cases = args.labeled if args.labeled is not None else (args.cases if args.cases is not None else 4)
+        raise MedSegZooError(
+            f"--cases {args.cases} and --labeled {args.labeled} disagree; give one of them"
+        )
+    cases = (
+        args.labeled if args.labeled is not None else (args.cases if args.cases is not None else 4)
+    )
     start = time.perf_counter()
     root = write_phantom_dataset(
         args.out,

@@ -65,7 +65,9 @@ def load_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.nda
     except DataValidationError:
         raise
     except Exception as err:  # noqa: BLE001 - any reader failure becomes one message naming the file
-        raise DataValidationError(f"{path}: cannot be read as a volume ({type(err).__name__}: {err})") from None
+        raise DataValidationError(
+            f"{path}: cannot be read as a volume ({type(err).__name__}: {err})"
+        ) from None
 
 
 def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -107,7 +109,9 @@ def _load_itk(files: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     array = itk.array_from_image(image)  # (z, y, x) or (y, x)
     dim = image.GetImageDimension()
     if dim not in (2, 3) or array.ndim != dim:
-        raise DataValidationError(f"{files[0]}: {dim}D image with {array.ndim}D voxels (multi-component?); expected a 2D/3D scalar image")
+        raise DataValidationError(
+            f"{files[0]}: {dim}D image with {array.ndim}D voxels (multi-component?); expected a 2D/3D scalar image"
+        )
     spacing = np.ones(3)
     origin = np.zeros(3)
     direction = np.eye(3)
@@ -213,7 +217,9 @@ def save_dicom_series(
     array = np.asarray(array)
     affine = np.asarray(affine, float)
     if array.ndim != 3 or affine.shape != (4, 4):
-        raise DataValidationError(f"{folder}: a DICOM series needs a 3D array and a 4x4 affine, got {array.shape} / {affine.shape}")
+        raise DataValidationError(
+            f"{folder}: a DICOM series needs a 3D array and a 4x4 affine, got {array.shape} / {affine.shape}"
+        )
     modality = modality.upper()
     if modality not in ("CT", "MR"):
         raise DataValidationError(f"{folder}: DICOM modality must be CT or MR, got {modality!r}")
@@ -222,14 +228,20 @@ def save_dicom_series(
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     row_dir, col_dir = lps[:3, 0] / spacing[0], lps[:3, 1] / spacing[1]
     if abs(float(row_dir @ col_dir)) > 1e-4:
-        raise DataValidationError(f"{folder}: the affine's first two axes are not orthogonal; DICOM cannot store it")
+        raise DataValidationError(
+            f"{folder}: the affine's first two axes are not orthogonal; DICOM cannot store it"
+        )
     if modality == "CT":
-        stored = np.clip(np.rint(array.astype(np.float64) - _CT_INTERCEPT), 0, 65535).astype(np.uint16)
+        stored = np.clip(np.rint(array.astype(np.float64) - _CT_INTERCEPT), 0, 65535).astype(
+            np.uint16
+        )
         sop_class = _CT_IMAGE_STORAGE
     else:
         stored = np.clip(np.rint(array.astype(np.float64)), 0, 65535).astype(np.uint16)
         sop_class = _MR_IMAGE_STORAGE
-    study_uid, series_uid, frame_uid = (_uid(uid_seed, part) for part in ("study", "series", "frame"))
+    study_uid, series_uid, frame_uid = (
+        _uid(uid_seed, part) for part in ("study", "series", "frame")
+    )
     n = array.shape[2]
     paths = []
     for k in range(n):
@@ -265,7 +277,10 @@ def save_dicom_series(
         position = lps[:3, 3] + k * lps[:3, 2]
         ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row_dir, *col_dir)]
-        ds.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"]  # row spacing (y), column spacing (x)
+        ds.PixelSpacing = [
+            f"{spacing[1]:.6f}",
+            f"{spacing[0]:.6f}",
+        ]  # row spacing (y), column spacing (x)
         ds.SliceThickness = f"{spacing[2]:.6f}"
         ds.SpacingBetweenSlices = f"{spacing[2]:.6f}"
         ds.SliceLocation = f"{position[2]:.6f}"

@@ -20,5 +20,12 @@ _EXPORTS: dict[str, str] = {
     "write_phantom_dataset": "medsegzoo.data.phantoms.layouts",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Phantom",
+    "Site",
+    "get_site",
+    "list_phantom_layouts",
+    "make_phantom",
+    "write_phantom_dataset",
+]
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

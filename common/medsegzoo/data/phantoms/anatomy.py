@@ -77,7 +77,13 @@ class Tissue:
     mr: float
 
 
-def _t(label: str | None, pv: float, art: float | None = None, nc: float | None = None, mr: float = 150.0) -> Tissue:
+def _t(
+    label: str | None,
+    pv: float,
+    art: float | None = None,
+    nc: float | None = None,
+    mr: float = 150.0,
+) -> Tissue:
     return Tissue(label, (pv, pv if art is None else art, pv if nc is None else nc), mr)
 
 
@@ -162,7 +168,9 @@ TUMOR_CLASSES: frozenset[str] = frozenset(k for k in LESION_HOSTS if k != "kidne
 
 # Labeled structures (canonical names) of the abdomen phantom, in label-value order: the
 # labels of the tissue table in its order (stomach air is labeled stomach, so names repeat).
-ABDOMEN_CLASSES: tuple[str, ...] = tuple(dict.fromkeys(t.label for t in TISSUES.values() if t.label is not None))
+ABDOMEN_CLASSES: tuple[str, ...] = tuple(
+    dict.fromkeys(t.label for t in TISSUES.values() if t.label is not None)
+)
 # Where a class falls back to when a data set labels neither it nor (through the taxonomy's
 # parent rules) anything above it: vessels inside the liver belong to the liver, vertebrae to
 # "bone" (CT-ORG), femur heads to the whole femur (TotalSegmentator).
@@ -279,7 +287,9 @@ class Tube(Shape):
 
     def inside(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         out = np.zeros(np.broadcast_shapes(x.shape, y.shape, z.shape), dtype=bool)
-        for a, b, ra, rb in zip(self.points[:-1], self.points[1:], self.radii[:-1], self.radii[1:], strict=True):
+        for a, b, ra, rb in zip(
+            self.points[:-1], self.points[1:], self.radii[:-1], self.radii[1:], strict=True
+        ):
             ab = b - a
             length2 = float(ab @ ab) or 1e-12
             px, py, pz = x - a[0], y - a[1], z - a[2]
@@ -404,9 +414,13 @@ class BodyFrame:
     amplitudes: np.ndarray
 
     @classmethod
-    def random(cls, rng: np.random.Generator, amplitude: float = 0.035, waves: int = 3) -> BodyFrame:
+    def random(
+        cls, rng: np.random.Generator, amplitude: float = 0.035, waves: int = 3
+    ) -> BodyFrame:
         """A random patient: size jitter and a low-frequency deformation of ``amplitude``."""
-        scale = np.array([rng.uniform(0.92, 1.05), rng.uniform(0.92, 1.05), rng.uniform(0.96, 1.04)])
+        scale = np.array(
+            [rng.uniform(0.92, 1.05), rng.uniform(0.92, 1.05), rng.uniform(0.96, 1.04)]
+        )
         directions = rng.normal(size=(waves, 3))
         directions /= np.linalg.norm(directions, axis=1, keepdims=True)
         frequencies = directions * rng.uniform(0.25, 0.7, size=(waves, 1))
@@ -430,14 +444,18 @@ class BodyFrame:
         coords = [np.broadcast_to(g, shape).astype(np.float32) for g in (gx, gy, gz)]
         two_pi = np.float32(2 * np.pi)
         for freq, phase, amp in zip(self.frequencies, self.phases, self.amplitudes, strict=True):
-            argument = two_pi * (np.float32(freq[0]) * gx + np.float32(freq[1]) * gy + np.float32(freq[2]) * gz)
+            argument = two_pi * (
+                np.float32(freq[0]) * gx + np.float32(freq[1]) * gy + np.float32(freq[2]) * gz
+            )
             for c in range(3):
                 coords[c] += np.float32(amp[c]) * np.sin(argument + np.float32(phase[c]))
         for c in range(3):
             coords[c] /= np.float32(self.scale[c])
         return coords[0], coords[1], coords[2]
 
-    def voxel_box(self, low: np.ndarray, high: np.ndarray, axes: Sequence[np.ndarray]) -> tuple[slice, ...] | None:
+    def voxel_box(
+        self, low: np.ndarray, high: np.ndarray, axes: Sequence[np.ndarray]
+    ) -> tuple[slice, ...] | None:
         """Index ranges of the grid that can map into the body-coordinate box ``[low, high]``."""
         margin = self.max_displacement + 1e-3
         out = []
@@ -492,13 +510,24 @@ def paint(
 # ---------------------------------------------------------------------------------------------
 
 
-def _jitter(rng: np.random.Generator, center: Sequence[float], radii: Sequence[float], shift: float = 0.02, spread: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def _jitter(
+    rng: np.random.Generator,
+    center: Sequence[float],
+    radii: Sequence[float],
+    shift: float = 0.02,
+    spread: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
     c = np.asarray(center, float) + rng.normal(0.0, shift, size=3)
     r = np.asarray(radii, float) * rng.uniform(1 - spread, 1 + spread, size=3)
     return c, r
 
 
-def _tube(rng: np.random.Generator, points: Sequence[Sequence[float]], radius: float | Sequence[float], shift: float = 0.015) -> Tube:
+def _tube(
+    rng: np.random.Generator,
+    points: Sequence[Sequence[float]],
+    radius: float | Sequence[float],
+    shift: float = 0.015,
+) -> Tube:
     pts = np.asarray(points, float) + rng.normal(0.0, shift, size=(len(points), 3))
     radii = np.asarray(radius, float) * rng.uniform(0.9, 1.1)
     return Tube(pts, radii)
@@ -534,13 +563,20 @@ def abdomen_structures(rng: np.random.Generator, sex: str) -> list[Structure]:
     for side, name in ((1, "right"), (-1, "left")):
         c, r = _jitter(rng, (0.4 * side, -0.02, 0.92), (0.3, 0.42, 0.4), spread=0.06)
         lung = Ellipsoid(c, r)
-        fissure = ((0.0, 0.55, 1.0), float(c[2] + 0.55 * c[1] - 0.02))  # lower lobe: posterior-inferior
+        fissure = (
+            (0.0, 0.55, 1.0),
+            float(c[2] + 0.55 * c[1] - 0.02),
+        )  # lower lobe: posterior-inferior
         lower = Clipped(lung, (fissure,))
         upper = Clipped(lung, (((0.0, -0.55, -1.0), -fissure[1]),))
         if side == 1:
             horizontal = float(c[2] - 0.1)
-            middle = Clipped(lung, (((0.0, -0.55, -1.0), -fissure[1]), ((0.0, 0.0, 1.0), horizontal)))
-            upper = Clipped(lung, (((0.0, -0.55, -1.0), -fissure[1]), ((0.0, 0.0, -1.0), -horizontal)))
+            middle = Clipped(
+                lung, (((0.0, -0.55, -1.0), -fissure[1]), ((0.0, 0.0, 1.0), horizontal))
+            )
+            upper = Clipped(
+                lung, (((0.0, -0.55, -1.0), -fissure[1]), ((0.0, 0.0, -1.0), -horizontal))
+            )
             s.append(Structure("lung_middle_lobe_right", [middle]))
         s.append(Structure(f"lung_upper_lobe_{name}", [upper]))
         s.append(Structure(f"lung_lower_lobe_{name}", [lower]))
@@ -552,7 +588,16 @@ def abdomen_structures(rng: np.random.Generator, sex: str) -> list[Structure]:
     edges[0], edges[-1] = -9.0, 9.0
     for i, name in enumerate(VERTEBRAE):
         gap = 0.025
-        s.append(Structure(name, [ZCylinder((cx, cy), (radius, radius * 0.85), (edges[i] + gap, edges[i + 1] - gap))]))
+        s.append(
+            Structure(
+                name,
+                [
+                    ZCylinder(
+                        (cx, cy), (radius, radius * 0.85), (edges[i] + gap, edges[i + 1] - gap)
+                    )
+                ],
+            )
+        )
     # pelvis and lower abdomen
     for side, name in ((-1, "femur_head_left"), (1, "femur_head_right")):
         c, r = _jitter(rng, (0.42 * side, -0.02, -0.92), (0.1, 0.1, 0.1), spread=0.05)
@@ -561,13 +606,32 @@ def abdomen_structures(rng: np.random.Generator, sex: str) -> list[Structure]:
     s.append(Structure("intestine", [Ellipsoid(c, r)]))
     colon = _tube(
         rng,
-        [(0.45, 0.08, -0.55), (0.5, 0.02, -0.05), (0.44, 0.16, 0.12), (0.0, 0.36, 0.05),
-         (-0.48, 0.12, 0.28), (-0.55, 0.0, -0.2), (-0.3, 0.1, -0.62), (-0.05, 0.0, -0.7)],
+        [
+            (0.45, 0.08, -0.55),
+            (0.5, 0.02, -0.05),
+            (0.44, 0.16, 0.12),
+            (0.0, 0.36, 0.05),
+            (-0.48, 0.12, 0.28),
+            (-0.55, 0.0, -0.2),
+            (-0.3, 0.1, -0.62),
+            (-0.05, 0.0, -0.7),
+        ],
         0.075,
     )
     s.append(Structure("colon", [colon]))
-    s.append(Structure("colon_air", [Ellipsoid(p + (0, 0.04, 0), (0.05, 0.03, 0.05)) for p in colon.points[2:5]], within=("colon",)))
-    s.append(Structure("rectum", [_tube(rng, [(-0.05, 0.0, -0.7), (0.0, -0.12, -0.84), (0.0, -0.14, -1.1)], 0.07)]))
+    s.append(
+        Structure(
+            "colon_air",
+            [Ellipsoid(p + (0, 0.04, 0), (0.05, 0.03, 0.05)) for p in colon.points[2:5]],
+            within=("colon",),
+        )
+    )
+    s.append(
+        Structure(
+            "rectum",
+            [_tube(rng, [(-0.05, 0.0, -0.7), (0.0, -0.12, -0.84), (0.0, -0.14, -1.1)], 0.07)],
+        )
+    )
     c, r = _jitter(rng, (0.0, 0.25, -0.84), (0.15, 0.13, 0.12))
     s.append(Structure("bladder", [Ellipsoid(c, r)]))
     if sex == "M":
@@ -579,13 +643,21 @@ def abdomen_structures(rng: np.random.Generator, sex: str) -> list[Structure]:
     # upper abdomen organs
     c1, r1 = _jitter(rng, (0.38, 0.04, 0.48), (0.34, 0.4, 0.3))
     c2, r2 = _jitter(rng, (0.02, 0.2, 0.58), (0.3, 0.19, 0.15))
-    s.append(Structure("liver", [Ellipsoid(c1, r1, angle=rng.uniform(-0.2, 0.1)), Ellipsoid(c2, r2)]))
+    s.append(
+        Structure("liver", [Ellipsoid(c1, r1, angle=rng.uniform(-0.2, 0.1)), Ellipsoid(c2, r2)])
+    )
     c, r = _jitter(rng, (-0.3, 0.05, 0.6), (0.17, 0.15, 0.15))
     c2, r2 = _jitter(rng, (-0.17, 0.24, 0.42), (0.19, 0.12, 0.14))
     antrum = _tube(rng, [(-0.1, 0.28, 0.34), (0.1, 0.22, 0.3)], 0.07)
     s.append(Structure("stomach", [Ellipsoid(c, r), Ellipsoid(c2, r2, angle=0.4), antrum]))
     # gas rises anteriorly in a supine patient: air fills the anterior top of the fundus/body
-    s.append(Structure("stomach_air", [Ellipsoid(c + (0.0, 0.09, 0.06), r * (0.7, 0.5, 0.5))], within=("stomach",)))
+    s.append(
+        Structure(
+            "stomach_air",
+            [Ellipsoid(c + (0.0, 0.09, 0.06), r * (0.7, 0.5, 0.5))],
+            within=("stomach",),
+        )
+    )
     c, r = _jitter(rng, (-0.55, -0.18, 0.5), (0.1, 0.2, 0.16))
     s.append(Structure("spleen", [Ellipsoid(c, r, angle=-0.5)]))
     for side, name, z in ((1, "kidney_right", 0.12), (-1, "kidney_left", 0.18)):
@@ -598,18 +670,97 @@ def abdomen_structures(rng: np.random.Generator, sex: str) -> list[Structure]:
         s.append(Structure(name, [Ellipsoid(c, r, angle=0.5 * side)]))
     c, r = _jitter(rng, (0.3, 0.3, 0.22), (0.07, 0.08, 0.12), shift=0.015)
     s.append(Structure("gallbladder", [Ellipsoid(c, r, angle=0.3)]))
-    s.append(Structure("duodenum", [_tube(rng, [(0.1, 0.22, 0.3), (0.25, 0.08, 0.27), (0.27, 0.0, 0.1), (0.14, -0.02, 0.02), (-0.06, 0.0, 0.06)], 0.05)]))
-    s.append(Structure("pancreas", [_tube(rng, [(0.13, 0.02, 0.18), (0.0, 0.05, 0.25), (-0.2, 0.0, 0.3), (-0.42, -0.1, 0.38)], (0.085, 0.06, 0.055, 0.05))]))
-    s.append(Structure("esophagus", [_tube(rng, [(-0.02, -0.12, 1.1), (-0.06, -0.08, 0.78), (-0.2, 0.0, 0.64)], 0.045, shift=0.01)]))
+    s.append(
+        Structure(
+            "duodenum",
+            [
+                _tube(
+                    rng,
+                    [
+                        (0.1, 0.22, 0.3),
+                        (0.25, 0.08, 0.27),
+                        (0.27, 0.0, 0.1),
+                        (0.14, -0.02, 0.02),
+                        (-0.06, 0.0, 0.06),
+                    ],
+                    0.05,
+                )
+            ],
+        )
+    )
+    s.append(
+        Structure(
+            "pancreas",
+            [
+                _tube(
+                    rng,
+                    [(0.13, 0.02, 0.18), (0.0, 0.05, 0.25), (-0.2, 0.0, 0.3), (-0.42, -0.1, 0.38)],
+                    (0.085, 0.06, 0.055, 0.05),
+                )
+            ],
+        )
+    )
+    s.append(
+        Structure(
+            "esophagus",
+            [
+                _tube(
+                    rng,
+                    [(-0.02, -0.12, 1.1), (-0.06, -0.08, 0.78), (-0.2, 0.0, 0.64)],
+                    0.045,
+                    shift=0.01,
+                )
+            ],
+        )
+    )
     # vessels last among organs
     hilum = np.array([0.2, 0.02, 0.36]) + rng.normal(0, 0.01, 3)
-    s.append(Structure("hepatic_vessel", [Tube(np.stack([hilum, hilum + d]), (0.035, 0.02)) for d in
-                                          ((0.3, 0.08, 0.2), (0.28, -0.12, -0.02), (-0.1, 0.17, 0.22))], within=("liver",)))
-    s.append(Structure("portal_vein_and_splenic_vein", [Tube(np.stack([np.array([-0.42, -0.14, 0.42]), np.array([-0.2, -0.06, 0.3]), np.array([0.05, -0.03, 0.28]), hilum]), 0.045)]))
+    s.append(
+        Structure(
+            "hepatic_vessel",
+            [
+                Tube(np.stack([hilum, hilum + d]), (0.035, 0.02))
+                for d in ((0.3, 0.08, 0.2), (0.28, -0.12, -0.02), (-0.1, 0.17, 0.22))
+            ],
+            within=("liver",),
+        )
+    )
+    s.append(
+        Structure(
+            "portal_vein_and_splenic_vein",
+            [
+                Tube(
+                    np.stack(
+                        [
+                            np.array([-0.42, -0.14, 0.42]),
+                            np.array([-0.2, -0.06, 0.3]),
+                            np.array([0.05, -0.03, 0.28]),
+                            hilum,
+                        ]
+                    ),
+                    0.045,
+                )
+            ],
+        )
+    )
     aorta_x, aorta_y = -0.08 + rng.normal(0, 0.01), -0.16 + rng.normal(0, 0.01)
-    s.append(Structure("aorta", [ZCylinder((aorta_x, aorta_y), (0.07, 0.07), (-0.45 + rng.normal(0, 0.03), 9))]))
-    s.append(Structure("postcava", [ZCylinder((0.11 + rng.normal(0, 0.01), -0.16), (0.075, 0.06), (-0.45, 0.55))]))
-    s.append(Structure("celiac_trunk", [Tube([(aorta_x, aorta_y + 0.05, 0.38), (aorta_x + 0.02, aorta_y + 0.17, 0.4)], 0.04)]))
+    s.append(
+        Structure(
+            "aorta", [ZCylinder((aorta_x, aorta_y), (0.07, 0.07), (-0.45 + rng.normal(0, 0.03), 9))]
+        )
+    )
+    s.append(
+        Structure(
+            "postcava",
+            [ZCylinder((0.11 + rng.normal(0, 0.01), -0.16), (0.075, 0.06), (-0.45, 0.55))],
+        )
+    )
+    s.append(
+        Structure(
+            "celiac_trunk",
+            [Tube([(aorta_x, aorta_y + 0.05, 0.38), (aorta_x + 0.02, aorta_y + 0.17, 0.4)], 0.04)],
+        )
+    )
     return s
 
 
@@ -659,7 +810,9 @@ def draw_lesions(
     chosen: list[str] = []
     has_tumor = bool(tumor_kinds) and rng.uniform() < tumor_probability
     if has_tumor:
-        chosen = [k for k in tumor_kinds if rng.uniform() < 0.6] or [tumor_kinds[int(rng.integers(len(tumor_kinds)))]]
+        chosen = [k for k in tumor_kinds if rng.uniform() < 0.6] or [
+            tumor_kinds[int(rng.integers(len(tumor_kinds)))]
+        ]
     if "kidney_cyst" in kinds and rng.uniform() < cyst_probability:
         chosen.append("kidney_cyst")
     lesions = []
@@ -681,7 +834,13 @@ def lesion_structures(lesions: Sequence[Lesion], rng: np.random.Generator) -> li
     out = []
     for lesion in lesions:
         radii = np.full(3, lesion.radius) * rng.uniform(0.8, 1.2, size=3)
-        out.append(Structure(lesion.tissue, [Ellipsoid(lesion.center, radii, angle=rng.uniform(0, np.pi))], within=(lesion.host,)))
+        out.append(
+            Structure(
+                lesion.tissue,
+                [Ellipsoid(lesion.center, radii, angle=rng.uniform(0, np.pi))],
+                within=(lesion.host,),
+            )
+        )
     return out
 
 
@@ -727,16 +886,56 @@ def brain_structures(rng: np.random.Generator, grade: str) -> list[Structure]:
         grade: "HGG" or "LGG".
     """
     c, r = _jitter(rng, (0.0, 0.0, 0.0), (0.66, 0.82, 0.62), shift=0.01, spread=0.04)
-    s = [Structure("grey_matter", [Ellipsoid(c, r)]), Structure("white_matter", [Ellipsoid(c, r * 0.78)])]
+    s = [
+        Structure("grey_matter", [Ellipsoid(c, r)]),
+        Structure("white_matter", [Ellipsoid(c, r * 0.78)]),
+    ]
     for side in (-1, 1):
-        s.append(Structure("csf", [Ellipsoid(c + (0.1 * side, 0.02, 0.08), (0.06, 0.25, 0.1), angle=0.15 * side)]))
+        s.append(
+            Structure(
+                "csf",
+                [Ellipsoid(c + (0.1 * side, 0.02, 0.08), (0.06, 0.25, 0.1), angle=0.15 * side)],
+            )
+        )
     side = 1 if rng.uniform() < 0.5 else -1
-    center = c + np.array([side * rng.uniform(0.22, 0.35), rng.uniform(-0.35, 0.35), rng.uniform(-0.15, 0.25)])
+    center = c + np.array(
+        [side * rng.uniform(0.22, 0.35), rng.uniform(-0.35, 0.35), rng.uniform(-0.15, 0.25)]
+    )
     core = rng.uniform(0.09, 0.16)
-    s.append(Structure("peritumoral_edema", [Ellipsoid(center, np.full(3, core) * rng.uniform(1.9, 2.6, size=3), angle=rng.uniform(0, np.pi))], within=("grey_matter", "white_matter", "csf")))
+    s.append(
+        Structure(
+            "peritumoral_edema",
+            [
+                Ellipsoid(
+                    center,
+                    np.full(3, core) * rng.uniform(1.9, 2.6, size=3),
+                    angle=rng.uniform(0, np.pi),
+                )
+            ],
+            within=("grey_matter", "white_matter", "csf"),
+        )
+    )
     if grade == "HGG" or rng.uniform() < 0.3:
-        s.append(Structure("enhancing_tumor", [Ellipsoid(center, np.full(3, core) * rng.uniform(0.9, 1.1, size=3))], within=("peritumoral_edema",)))
-        s.append(Structure("necrotic_tumor_core", [Ellipsoid(center, np.full(3, core * 0.55))], within=("enhancing_tumor",)))
+        s.append(
+            Structure(
+                "enhancing_tumor",
+                [Ellipsoid(center, np.full(3, core) * rng.uniform(0.9, 1.1, size=3))],
+                within=("peritumoral_edema",),
+            )
+        )
+        s.append(
+            Structure(
+                "necrotic_tumor_core",
+                [Ellipsoid(center, np.full(3, core * 0.55))],
+                within=("enhancing_tumor",),
+            )
+        )
     else:
-        s.append(Structure("necrotic_tumor_core", [Ellipsoid(center, np.full(3, core * 0.8))], within=("peritumoral_edema",)))
+        s.append(
+            Structure(
+                "necrotic_tumor_core",
+                [Ellipsoid(center, np.full(3, core * 0.8))],
+                within=("peritumoral_edema",),
+            )
+        )
     return s

@@ -25,7 +25,6 @@ from medsegzoo.data.phantoms.anatomy import (
     STRUCTURE_HOSTS,
     TISSUES,
     BodyFrame,
-    Structure,
     abdomen_structures,
     brain_structures,
     draw_lesions,
@@ -77,7 +76,9 @@ class Phantom:
             UnknownNameError: the phantom has no such class.
         """
         if name not in self.classes:
-            raise UnknownNameError(f"phantom has no class {name!r}; its classes: {', '.join(self.classes)}")
+            raise UnknownNameError(
+                f"phantom has no class {name!r}; its classes: {', '.join(self.classes)}"
+            )
         return self.label == self.classes.index(name) + 1
 
     def present_classes(self) -> list[str]:
@@ -192,7 +193,9 @@ def make_phantom(
     from medsegzoo.data.phantoms.anatomy import LESION_HOSTS
 
     if anatomy not in ANATOMIES:
-        raise UnknownNameError(f"unknown phantom anatomy {anatomy!r}; known: {', '.join(ANATOMIES)}")
+        raise UnknownNameError(
+            f"unknown phantom anatomy {anatomy!r}; known: {', '.join(ANATOMIES)}"
+        )
     modality = str(modality).upper()
     if modality not in ("CT", "MR"):
         raise MedSegZooError(f"modality must be CT or MR, got {modality!r}")
@@ -270,7 +273,9 @@ def make_phantom(
         for k, sequence in enumerate(BRAIN_SEQUENCES):
             jitter = anatomy_rng.uniform(0.95, 1.05, size=len(names))
             lut = np.array([BRAIN_MR[n][k] for n in names], np.float32) * jitter.astype(np.float32)
-            images[sequence] = acquire(np.take(lut, tissue_map), site_obj, grid, "MR", acquisition_rng)
+            images[sequence] = acquire(
+                np.take(lut, tissue_map), site_obj, grid, "MR", acquisition_rng
+            )
         image = images.pop("flair")
         extra = images
     else:
@@ -290,7 +295,9 @@ def _tissue_label(name: str, anatomy: str) -> str | None:
     return name if name in BRAIN_CLASSES else None
 
 
-def _intensity_lut(names: list[str], anatomy: str, modality: str, site: Site, rng: np.random.Generator) -> np.ndarray:
+def _intensity_lut(
+    names: list[str], anatomy: str, modality: str, site: Site, rng: np.random.Generator
+) -> np.ndarray:
     """Ideal intensity per tissue code, with a small per-case jitter per tissue."""
     if anatomy == "left_atrium":
         values = np.array([LA_MR[n] for n in names], np.float32)
@@ -299,7 +306,9 @@ def _intensity_lut(names: list[str], anatomy: str, modality: str, site: Site, rn
         phase = PHASES.index(site.phase)
         values = np.array([TISSUES[n].hu[phase] for n in names], np.float32)
         jitter = rng.normal(0.0, 4.0, size=len(names)).astype(np.float32)
-        jitter[[i for i, n in enumerate(names) if TISSUES[n].hu[phase] <= -700]] = 0.0  # air/lung stay put
+        jitter[[i for i, n in enumerate(names) if TISSUES[n].hu[phase] <= -700]] = (
+            0.0  # air/lung stay put
+        )
         return values + jitter
     values = np.array([TISSUES[n].mr for n in names], np.float32)
     return values * rng.uniform(0.93, 1.07, size=len(names)).astype(np.float32)

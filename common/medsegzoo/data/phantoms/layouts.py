@@ -58,7 +58,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -111,7 +110,9 @@ class LayoutContext:
             (self.labeled + j, False) for j in range(self.unlabeled)
         ]
 
-    def record(self, case_id: str, phantom: Phantom, labeled: bool, split: str, **paths: Path | None) -> None:
+    def record(
+        self, case_id: str, phantom: Phantom, labeled: bool, split: str, **paths: Path | None
+    ) -> None:
         """Add a case to the manifest (paths relative to OUT)."""
         entry: dict[str, Any] = {"case_id": case_id, "labeled": labeled, "split": split}
         for key, path in paths.items():
@@ -215,8 +216,21 @@ def _paired_folders(
         image = root / f"images{suffix}" / f"{stem}.nii.gz"
         label = root / f"labels{suffix}" / f"{stem}.nii.gz" if labeled and has_labels else None
         _write_pair(ctx, phantom, image, label)
-        ctx.record(stem, phantom, label is not None, split if label is not None else "unlabeled", image=image, label=label)
-        entries.append({"image": image.relative_to(root).as_posix(), "label": None if label is None else label.relative_to(root).as_posix(), "split": split})
+        ctx.record(
+            stem,
+            phantom,
+            label is not None,
+            split if label is not None else "unlabeled",
+            image=image,
+            label=label,
+        )
+        entries.append(
+            {
+                "image": image.relative_to(root).as_posix(),
+                "label": None if label is None else label.relative_to(root).as_posix(),
+                "split": split,
+            }
+        )
     return entries
 
 
@@ -243,7 +257,9 @@ def _labels_json(dataset: str) -> dict[str, str]:
 
 def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str], delimiter: str = ",") -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), delimiter=delimiter, lineterminator="\n")
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(columns), delimiter=delimiter, lineterminator="\n"
+    )
     writer.writeheader()
     for row in rows:
         writer.writerow({c: row.get(c, "") for c in columns})
@@ -256,7 +272,10 @@ def _dicom_inplane_codes(site: Site) -> str:
 
 
 def _dicom_meta(phantom: Phantom, patient_id: str) -> dict[str, Any]:
-    return {"patient_id": patient_id, **{k: phantom.metadata[k] for k in ("age", "sex", "manufacturer", "scanner", "site")}}
+    return {
+        "patient_id": patient_id,
+        **{k: phantom.metadata[k] for k in ("age", "sex", "manufacturer", "scanner", "site")},
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,22 +321,32 @@ def _write_msd(ctx: LayoutContext) -> Path:
         return stem, image, label, "training" if labeled else "unlabeled_test"
 
     _write_cases(ctx, place)
-    training = [{"image": f"./{r['image'][len(folder) + 1:]}", "label": f"./{r['label'][len(folder) + 1:]}"} for r in ctx.records if r["labeled"]]
-    test = [f"./{r['image'][len(folder) + 1:]}" for r in ctx.records if not r["labeled"]]
-    atomic_write_json(root / "dataset.json", {
-        "name": json_name,
-        "description": f"synthetic phantoms in the layout of MSD {folder}",
-        "reference": "medsegzoo synthetic phantoms",
-        "licence": "CC-BY-SA 4.0",
-        "release": "1.0",
-        "tensorImageSize": "3D",
-        "modality": {"0": ctx.records[0]["modality"]},
-        "labels": _labels_json(ctx.spec.dataset),
-        "numTraining": len(training),
-        "numTest": len(test),
-        "training": training,
-        "test": test,
-    })
+    training = [
+        {
+            "image": f"./{r['image'][len(folder) + 1 :]}",
+            "label": f"./{r['label'][len(folder) + 1 :]}",
+        }
+        for r in ctx.records
+        if r["labeled"]
+    ]
+    test = [f"./{r['image'][len(folder) + 1 :]}" for r in ctx.records if not r["labeled"]]
+    atomic_write_json(
+        root / "dataset.json",
+        {
+            "name": json_name,
+            "description": f"synthetic phantoms in the layout of MSD {folder}",
+            "reference": "medsegzoo synthetic phantoms",
+            "licence": "CC-BY-SA 4.0",
+            "release": "1.0",
+            "tensorImageSize": "3D",
+            "modality": {"0": ctx.records[0]["modality"]},
+            "labels": _labels_json(ctx.spec.dataset),
+            "numTraining": len(training),
+            "numTest": len(test),
+            "training": training,
+            "test": test,
+        },
+    )
     return root
 
 
@@ -334,7 +363,12 @@ def _write_btcv(ctx: LayoutContext) -> Path:
         number = ids[index] if labeled else 61 + index - ctx.labeled
         part = ctx.out / "RawData" / ("Training" if labeled else "Testing")
         label = part / "label" / f"label{number:04d}.nii.gz" if labeled else None
-        return f"btcv_{number:04d}", part / "img" / f"img{number:04d}.nii.gz", label, "training" if labeled else "unlabeled_test"
+        return (
+            f"btcv_{number:04d}",
+            part / "img" / f"img{number:04d}.nii.gz",
+            label,
+            "training" if labeled else "unlabeled_test",
+        )
 
     _write_cases(ctx, place)
     return ctx.out
@@ -347,37 +381,61 @@ def _write_amos(ctx: LayoutContext) -> Path:
     def name(index: int, labeled: bool) -> str:
         return f"amos_{first + index:04d}"
 
-    entries = _paired_folders(ctx, root, [("Tr", "training", True), ("Va", "validation", True), ("Ts", "test", False)], name, [0.75, 0.25])
+    entries = _paired_folders(
+        ctx,
+        root,
+        [("Tr", "training", True), ("Va", "validation", True), ("Ts", "test", False)],
+        name,
+        [0.75, 0.25],
+    )
     modality = ctx.records[0]["modality"] if ctx.records else ctx.spec.modality
-    atomic_write_json(root / "dataset.json", {
-        "name": "AMOS",
-        "description": "synthetic phantoms in the layout of AMOS 2022",
-        "tensorImageSize": "3D",
-        "modality": {"0": modality},
-        "labels": _labels_json(ctx.spec.dataset),
-        "numTraining": sum(e["split"] == "training" for e in entries),
-        "numValidation": sum(e["split"] == "validation" for e in entries),
-        "numTest": sum(e["label"] is None for e in entries),
-        "training": [{"image": f"./{e['image']}", "label": f"./{e['label']}"} for e in entries if e["split"] == "training" and e["label"]],
-        "validation": [{"image": f"./{e['image']}", "label": f"./{e['label']}"} for e in entries if e["split"] == "validation" and e["label"]],
-        "test": [{"image": f"./{e['image']}"} for e in entries if e["label"] is None],
-    })
-    rows = [{
-        "amos_id": int(r["case_id"].split("_")[1]),
-        "Patient's Sex": r["sex"],
-        "Patient's Age": f"{r['age']:03d}Y",
-        "Manufacturer": r["manufacturer"],
-        "Manufacturer's Model Name": r["scanner"],
-        "Site": r["site"],
-    } for r in ctx.records]
-    atomic_write_text(ctx.out / "labeled_data_meta_0000_0599.csv", _csv_text(rows, list(rows[0]) if rows else ["amos_id"]))
+    atomic_write_json(
+        root / "dataset.json",
+        {
+            "name": "AMOS",
+            "description": "synthetic phantoms in the layout of AMOS 2022",
+            "tensorImageSize": "3D",
+            "modality": {"0": modality},
+            "labels": _labels_json(ctx.spec.dataset),
+            "numTraining": sum(e["split"] == "training" for e in entries),
+            "numValidation": sum(e["split"] == "validation" for e in entries),
+            "numTest": sum(e["label"] is None for e in entries),
+            "training": [
+                {"image": f"./{e['image']}", "label": f"./{e['label']}"}
+                for e in entries
+                if e["split"] == "training" and e["label"]
+            ],
+            "validation": [
+                {"image": f"./{e['image']}", "label": f"./{e['label']}"}
+                for e in entries
+                if e["split"] == "validation" and e["label"]
+            ],
+            "test": [{"image": f"./{e['image']}"} for e in entries if e["label"] is None],
+        },
+    )
+    rows = [
+        {
+            "amos_id": int(r["case_id"].split("_")[1]),
+            "Patient's Sex": r["sex"],
+            "Patient's Age": f"{r['age']:03d}Y",
+            "Manufacturer": r["manufacturer"],
+            "Manufacturer's Model Name": r["scanner"],
+            "Site": r["site"],
+        }
+        for r in ctx.records
+    ]
+    atomic_write_text(
+        ctx.out / "labeled_data_meta_0000_0599.csv",
+        _csv_text(rows, list(rows[0]) if rows else ["amos_id"]),
+    )
     return root
 
 
 def _write_word(ctx: LayoutContext) -> Path:
     root = ctx.out / "WORD-V0.1.0"
     _paired_folders(
-        ctx, root,
+        ctx,
+        root,
         [("Tr", "training", True), ("Val", "validation", True), ("Ts", "test", True)],
         lambda index, labeled: f"word_{index + 1:04d}",
         [0.7, 0.15, 0.15],
@@ -390,9 +448,19 @@ def _write_flare22(ctx: LayoutContext) -> Path:
         if labeled:
             stem = f"FLARE22_Tr_{index + 1:04d}"
             base = ctx.out / "Training" / "FLARE22_LabeledCase50"
-            return stem, base / "images" / f"{stem}_0000.nii.gz", base / "labels" / f"{stem}.nii.gz", "training"
+            return (
+                stem,
+                base / "images" / f"{stem}_0000.nii.gz",
+                base / "labels" / f"{stem}.nii.gz",
+                "training",
+            )
         stem = f"Case_{index - ctx.labeled + 1:05d}"
-        return stem, ctx.out / "Training" / "FLARE22_UnlabeledCase1-1000" / f"{stem}_0000.nii.gz", None, "unlabeled"
+        return (
+            stem,
+            ctx.out / "Training" / "FLARE22_UnlabeledCase1-1000" / f"{stem}_0000.nii.gz",
+            None,
+            "unlabeled",
+        )
 
     _write_cases(ctx, place)
     return ctx.out
@@ -406,7 +474,9 @@ def _write_mask_folders(ctx: LayoutContext) -> Path:
     root = ctx.out
     style = ctx.spec.options["ids"]
     splits = _split_counts(ctx.labeled, [0.8, 0.1, 0.1])
-    split_names = [s for s, n in zip(("train", "val", "test"), splits, strict=True) for _ in range(n)]
+    split_names = [
+        s for s, n in zip(("train", "val", "test"), splits, strict=True) for _ in range(n)
+    ]
     meta_rows = []
     for index, labeled in ctx.cases():
         case_id = f"s{index:04d}" if style == "totalsegmentator" else f"BDMAP_{index + 1:08d}"
@@ -417,26 +487,55 @@ def _write_mask_folders(ctx: LayoutContext) -> Path:
         if labeled:
             native, _ = _oriented(phantom.label_map(spec.name), phantom, ctx.site.orientation)
             for value, cls in spec.labels.items():
-                save_volume(case_dir / "segmentations" / f"{spec.mask_files[cls]}.nii.gz", (native == value).astype(np.uint8), affine)
+                save_volume(
+                    case_dir / "segmentations" / f"{spec.mask_files[cls]}.nii.gz",
+                    (native == value).astype(np.uint8),
+                    affine,
+                )
         split = split_names[index] if labeled else "unlabeled"
-        ctx.record(case_id, phantom, labeled, split, image=case_dir / "ct.nii.gz", masks=case_dir / "segmentations" if labeled else None)
-        meta_rows.append({
-            "image_id": case_id,
-            "age": phantom.metadata["age"],
-            "gender": phantom.metadata["sex"].lower(),
-            "institute": phantom.metadata["site"],
-            "study_type": "ct abdomen-pelvis",
-            "split": split if labeled else "",
-            "manufacturer": phantom.metadata["manufacturer"],
-            "scanner_model": phantom.metadata["scanner"],
-            "kvp": 120,
-            "pathology": "tumor" if phantom.metadata["has_tumor"] else "no_pathology",
-            "pathology_location": ",".join(sorted({les["host"] for les in phantom.metadata["lesions"]})),
-        })
+        ctx.record(
+            case_id,
+            phantom,
+            labeled,
+            split,
+            image=case_dir / "ct.nii.gz",
+            masks=case_dir / "segmentations" if labeled else None,
+        )
+        meta_rows.append(
+            {
+                "image_id": case_id,
+                "age": phantom.metadata["age"],
+                "gender": phantom.metadata["sex"].lower(),
+                "institute": phantom.metadata["site"],
+                "study_type": "ct abdomen-pelvis",
+                "split": split if labeled else "",
+                "manufacturer": phantom.metadata["manufacturer"],
+                "scanner_model": phantom.metadata["scanner"],
+                "kvp": 120,
+                "pathology": "tumor" if phantom.metadata["has_tumor"] else "no_pathology",
+                "pathology_location": ",".join(
+                    sorted({les["host"] for les in phantom.metadata["lesions"]})
+                ),
+            }
+        )
     if style == "totalsegmentator":
-        columns = ["image_id", "age", "gender", "institute", "study_type", "split", "manufacturer",
-                   "scanner_model", "kvp", "pathology", "pathology_location"]
-        atomic_write_text(root / "meta.csv", "\ufeff" + _csv_text([r for r in meta_rows if r["split"]], columns, delimiter=";"))
+        columns = [
+            "image_id",
+            "age",
+            "gender",
+            "institute",
+            "study_type",
+            "split",
+            "manufacturer",
+            "scanner_model",
+            "kvp",
+            "pathology",
+            "pathology_location",
+        ]
+        atomic_write_text(
+            root / "meta.csv",
+            "\ufeff" + _csv_text([r for r in meta_rows if r["split"]], columns, delimiter=";"),
+        )
     return root
 
 
@@ -446,12 +545,23 @@ def _write_kits19(ctx: LayoutContext) -> Path:
     def place(index: int, labeled: bool) -> tuple[str, Path, Path | None, str]:
         case_id = f"case_{index if labeled else 210 + index - ctx.labeled:05d}"
         label = root / case_id / "segmentation.nii.gz" if labeled else None
-        return case_id, root / case_id / "imaging.nii.gz", label, "training" if labeled else "unlabeled_test"
+        return (
+            case_id,
+            root / case_id / "imaging.nii.gz",
+            label,
+            "training" if labeled else "unlabeled_test",
+        )
 
     # the release stores (slices, rows, columns) with axis codes I, P, L and a zero origin
     written = _write_cases(ctx, place, codes="IPL", zero_origin=True)
-    clinical = [{"case_id": case_id, "age_at_nephrectomy": phantom.metadata["age"],
-                 "gender": "male" if phantom.metadata["sex"] == "M" else "female"} for case_id, phantom in written]
+    clinical = [
+        {
+            "case_id": case_id,
+            "age_at_nephrectomy": phantom.metadata["age"],
+            "gender": "male" if phantom.metadata["sex"] == "M" else "female",
+        }
+        for case_id, phantom in written
+    ]
     atomic_write_json(root / "kits.json", clinical)
     return root
 
@@ -460,9 +570,19 @@ def _write_lits(ctx: LayoutContext) -> Path:
     def place(index: int, labeled: bool) -> tuple[str, Path, Path | None, str]:
         if labeled:
             batch = ctx.out / "Training Batch 1"
-            return f"lits_{index}", batch / f"volume-{index}.nii", batch / f"segmentation-{index}.nii", "training"
+            return (
+                f"lits_{index}",
+                batch / f"volume-{index}.nii",
+                batch / f"segmentation-{index}.nii",
+                "training",
+            )
         number = index - ctx.labeled
-        return f"lits_test_{number}", ctx.out / "LITS-Challenge-Test-Data" / f"test-volume-{number}.nii", None, "unlabeled_test"
+        return (
+            f"lits_test_{number}",
+            ctx.out / "LITS-Challenge-Test-Data" / f"test-volume-{number}.nii",
+            None,
+            "unlabeled_test",
+        )
 
     _write_cases(ctx, place)
     return ctx.out
@@ -491,16 +611,32 @@ def _write_chaos(ctx: LayoutContext) -> Path:
         base = top / modality / str(number) / ("T2SPIR" if modality == "MR" else "")
         image, affine = _oriented(phantom.image, phantom, _dicom_inplane_codes(ctx.site))
         if modality == "MR":
-            dicom_name, png_name = (lambda k: f"IMG-0002-{k + 1:05d}.dcm"), (lambda k: f"IMG-0002-{k + 1:05d}.png")
+            dicom_name, png_name = (
+                (lambda k: f"IMG-0002-{k + 1:05d}.dcm"),
+                (lambda k: f"IMG-0002-{k + 1:05d}.png"),
+            )
         else:
-            dicom_name, png_name = (lambda k: f"i{k:04d},0000b.dcm"), (lambda k: f"liver_GT_{k:03d}.png")
+            dicom_name, png_name = (
+                (lambda k: f"i{k:04d},0000b.dcm"),
+                (lambda k: f"liver_GT_{k:03d}.png"),
+            )
         reverse = modality == "CT"  # CT files are numbered from the head down
-        save_dicom_series(base / "DICOM_anon", image, affine, modality=modality, uid_seed=f"chaos-{modality}-{number}-{phantom.metadata['seed']}",
-                          metadata=_dicom_meta(phantom, f"CHAOS_{modality}_{number}"), file_name=dicom_name, reverse_names=reverse)
+        save_dicom_series(
+            base / "DICOM_anon",
+            image,
+            affine,
+            modality=modality,
+            uid_seed=f"chaos-{modality}-{number}-{phantom.metadata['seed']}",
+            metadata=_dicom_meta(phantom, f"CHAOS_{modality}_{number}"),
+            file_name=dicom_name,
+            reverse_names=reverse,
+        )
         ground = None
         if labeled:
             ground = base / "Ground"
-            native, _ = _oriented(phantom.label_map(spec.name), phantom, _dicom_inplane_codes(ctx.site))
+            native, _ = _oriented(
+                phantom.label_map(spec.name), phantom, _dicom_inplane_codes(ctx.site)
+            )
             lut = np.zeros(int(native.max()) + 1, np.uint8)
             for value in range(1, lut.size):
                 lut[value] = raw_value.get(value, value)
@@ -509,7 +645,14 @@ def _write_chaos(ctx: LayoutContext) -> Path:
             for k in range(n):
                 with atomic_path(ground / png_name(n - 1 - k if reverse else k)) as tmp:
                     Image.fromarray(np.ascontiguousarray(native[:, :, k].T)).save(tmp, format="PNG")
-        ctx.record(f"chaos_{modality.lower()}_{number}", phantom, labeled, "training" if labeled else "unlabeled_test", image=base / "DICOM_anon", label=ground)
+        ctx.record(
+            f"chaos_{modality.lower()}_{number}",
+            phantom,
+            labeled,
+            "training" if labeled else "unlabeled_test",
+            image=base / "DICOM_anon",
+            label=ground,
+        )
     return ctx.out
 
 
@@ -519,7 +662,12 @@ def _write_numbered(ctx: LayoutContext) -> Path:
 
     def place(index: int, labeled: bool) -> tuple[str, Path, Path | None, str]:
         label = root / f"labels-{index}.nii.gz" if labeled else None
-        return f"ct_org_{index}", root / f"volume-{index}.nii.gz", label, "training" if labeled else "unlabeled"
+        return (
+            f"ct_org_{index}",
+            root / f"volume-{index}.nii.gz",
+            label,
+            "training" if labeled else "unlabeled",
+        )
 
     _write_cases(ctx, place)
     return root
@@ -544,16 +692,36 @@ def _write_pancreas_ct(ctx: LayoutContext) -> Path:
         codes = _dicom_inplane_codes(ctx.site)
         image, affine = _oriented(phantom.image, phantom, codes)
         uid_number = 10000 + (number * 7919) % 90000
-        series = (root / "Pancreas-CT" / f"PANCREAS_{number:04d}" / f"11-24-2015-PANCREAS{number:04d}-Pancreas-{uid_number}"
-                  / f"Pancreas-{(uid_number * 31) % 90000 + 10000}")
-        save_dicom_series(series, image, affine, modality="CT", uid_seed=f"pancreas-{number}-{phantom.metadata['seed']}",
-                          metadata=_dicom_meta(phantom, f"PANCREAS_{number:04d}"), file_name=lambda k: f"1-{k + 1:03d}.dcm", reverse_names=True)
+        series = (
+            root
+            / "Pancreas-CT"
+            / f"PANCREAS_{number:04d}"
+            / f"11-24-2015-PANCREAS{number:04d}-Pancreas-{uid_number}"
+            / f"Pancreas-{(uid_number * 31) % 90000 + 10000}"
+        )
+        save_dicom_series(
+            series,
+            image,
+            affine,
+            modality="CT",
+            uid_seed=f"pancreas-{number}-{phantom.metadata['seed']}",
+            metadata=_dicom_meta(phantom, f"PANCREAS_{number:04d}"),
+            file_name=lambda k: f"1-{k + 1:03d}.dcm",
+            reverse_names=True,
+        )
         label = None
         if labeled:
             label = root / "TCIA_pancreas_labels-02-05-2017" / f"label{number:04d}.nii.gz"
             native, _ = _oriented(phantom.label_map(ctx.spec.dataset), phantom, codes)
             save_volume(label, native, affine)
-        ctx.record(f"PANCREAS_{number:04d}", phantom, labeled, "training" if labeled else "unlabeled", image=series, label=label)
+        ctx.record(
+            f"PANCREAS_{number:04d}",
+            phantom,
+            labeled,
+            "training" if labeled else "unlabeled",
+            image=series,
+            label=label,
+        )
     return root
 
 
@@ -577,7 +745,9 @@ def _write_la(ctx: LayoutContext) -> Path:
         path = root / case_id / "mri_norm2.h5"
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
             handle.create_dataset("image", data=normalised, compression="gzip")
-            handle.create_dataset("label", data=phantom.label_map(ctx.spec.dataset), compression="gzip")
+            handle.create_dataset(
+                "label", data=phantom.label_map(ctx.spec.dataset), compression="gzip"
+            )
         in_train = not labeled or index < n_train
         (train_list if in_train else test_list).append((labeled, case_id))
         split = "training" if labeled and in_train else "test" if labeled else "unlabeled"
@@ -598,20 +768,33 @@ def _write_brats2019(ctx: LayoutContext) -> Path:
         phantom = ctx.make(index)
         case_id = f"BraTS19_{institute}_{100 + index}_1"
         if labeled:
-            case_dir = ctx.out / "MICCAI_BraTS_2019_Data_Training" / phantom.metadata["grade"] / case_id
+            case_dir = (
+                ctx.out / "MICCAI_BraTS_2019_Data_Training" / phantom.metadata["grade"] / case_id
+            )
         else:
             case_dir = ctx.out / "MICCAI_BraTS_2019_Data_Validation" / case_id
         images = {"flair": phantom.image, **phantom.extra_images}
         affine = None
         for sequence in ("flair", "t1", "t1ce", "t2"):
-            array, affine = _oriented(images[sequence].astype(np.float32), phantom, ctx.site.orientation)
+            array, affine = _oriented(
+                images[sequence].astype(np.float32), phantom, ctx.site.orientation
+            )
             save_volume(case_dir / f"{case_id}_{sequence}.nii.gz", array, affine)
         label = None
         if labeled:
             label = case_dir / f"{case_id}_seg.nii.gz"
-            native, _ = _oriented(phantom.label_map(ctx.spec.dataset), phantom, ctx.site.orientation)
+            native, _ = _oriented(
+                phantom.label_map(ctx.spec.dataset), phantom, ctx.site.orientation
+            )
             save_volume(label, native, affine)
-        ctx.record(case_id, phantom, labeled, "training" if labeled else "unlabeled_test", image=case_dir / f"{case_id}_flair.nii.gz", label=label)
+        ctx.record(
+            case_id,
+            phantom,
+            labeled,
+            "training" if labeled else "unlabeled_test",
+            image=case_dir / f"{case_id}_flair.nii.gz",
+            label=label,
+        )
     return ctx.out
 
 
@@ -620,8 +803,20 @@ def _write_brats2019(ctx: LayoutContext) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def _msd(name: str, task: tuple[str, str, str, bool, int], lesions: tuple[str, ...] | None, probability: float | None) -> LayoutSpec:
-    return LayoutSpec(name, name, _write_msd, lesions=lesions, tumor_probability=probability, options={"task": task})
+def _msd(
+    name: str,
+    task: tuple[str, str, str, bool, int],
+    lesions: tuple[str, ...] | None,
+    probability: float | None,
+) -> LayoutSpec:
+    return LayoutSpec(
+        name,
+        name,
+        _write_msd,
+        lesions=lesions,
+        tumor_probability=probability,
+        options={"task": task},
+    )
 
 
 LAYOUTS: dict[str, LayoutSpec] = {
@@ -630,19 +825,52 @@ LAYOUTS: dict[str, LayoutSpec] = {
         # (folder, dataset.json name, file prefix, zero-padded numbers, first number)
         _msd("msd_spleen", ("Task09_Spleen", "Spleen", "spleen", False, 1), None, None),
         _msd("msd_liver", ("Task03_Liver", "Liver", "liver", False, 0), ("liver_tumor",), 0.9),
-        _msd("msd_pancreas", ("Task07_Pancreas", "Pancreas", "pancreas", True, 1), ("pancreas_tumor",), 1.0),
+        _msd(
+            "msd_pancreas",
+            ("Task07_Pancreas", "Pancreas", "pancreas", True, 1),
+            ("pancreas_tumor",),
+            1.0,
+        ),
         _msd("msd_lung", ("Task06_Lung", "Lung", "lung", True, 1), ("lung_tumor",), 1.0),
-        _msd("msd_hepatic_vessel", ("Task08_HepaticVessel", "HepaticVessel", "hepaticvessel", True, 1), ("hepatic_vessel_tumor",), 1.0),
+        _msd(
+            "msd_hepatic_vessel",
+            ("Task08_HepaticVessel", "HepaticVessel", "hepaticvessel", True, 1),
+            ("hepatic_vessel_tumor",),
+            1.0,
+        ),
         _msd("msd_colon", ("Task10_Colon", "Colon", "colon", True, 1), ("colon_tumor",), 1.0),
         LayoutSpec("btcv", "btcv", _write_btcv),
         LayoutSpec("amos", "amos", _write_amos),
         LayoutSpec("amos_mr", "amos_mr", _write_amos, modality="MR"),
         LayoutSpec("word", "word", _write_word),
         LayoutSpec("flare22", "flare22", _write_flare22),
-        LayoutSpec("totalsegmentator", "totalsegmentator", _write_mask_folders, options={"ids": "totalsegmentator"}),
-        LayoutSpec("abdomenatlas", "abdomenatlas", _write_mask_folders, options={"ids": "abdomenatlas"}, holds_unlabeled=False),
-        LayoutSpec("abdomenatlas1_1", "abdomenatlas1_1", _write_mask_folders, options={"ids": "abdomenatlas"}, holds_unlabeled=False),
-        LayoutSpec("kits19", "kits19", _write_kits19, lesions=("kidney_tumor", "kidney_cyst"), tumor_probability=1.0),
+        LayoutSpec(
+            "totalsegmentator",
+            "totalsegmentator",
+            _write_mask_folders,
+            options={"ids": "totalsegmentator"},
+        ),
+        LayoutSpec(
+            "abdomenatlas",
+            "abdomenatlas",
+            _write_mask_folders,
+            options={"ids": "abdomenatlas"},
+            holds_unlabeled=False,
+        ),
+        LayoutSpec(
+            "abdomenatlas1_1",
+            "abdomenatlas1_1",
+            _write_mask_folders,
+            options={"ids": "abdomenatlas"},
+            holds_unlabeled=False,
+        ),
+        LayoutSpec(
+            "kits19",
+            "kits19",
+            _write_kits19,
+            lesions=("kidney_tumor", "kidney_cyst"),
+            tumor_probability=1.0,
+        ),
         LayoutSpec("lits", "lits", _write_lits, lesions=("liver_tumor",), tumor_probability=0.85),
         LayoutSpec("chaos_mr", "chaos_mr", _write_chaos, modality="MR", lesions=()),
         LayoutSpec("chaos_ct", "chaos_ct", _write_chaos, lesions=()),
@@ -650,7 +878,9 @@ LAYOUTS: dict[str, LayoutSpec] = {
         LayoutSpec("abdomenct1k", "abdomenct1k", _write_abdomenct1k),
         LayoutSpec("pancreas_ct", "pancreas_ct", _write_pancreas_ct, lesions=()),
         LayoutSpec("la", "la", _write_la, anatomy="left_atrium", modality="MR", lesions=()),
-        LayoutSpec("brats2019", "brats2019", _write_brats2019, anatomy="brain", modality="MR", lesions=()),
+        LayoutSpec(
+            "brats2019", "brats2019", _write_brats2019, anatomy="brain", modality="MR", lesions=()
+        ),
     )
 }
 # layout names that pick a variant: (modality or None) -> layout
@@ -673,13 +903,21 @@ def resolve_layout(layout: str, modality: str | None = None) -> LayoutSpec:
         UnknownNameError: unknown layout; the message lists the known ones.
     """
     key = str(layout).strip().lower().replace("-", "_")
-    key = {"task09_spleen": "msd_spleen", "task03_liver": "msd_liver", "task07_pancreas": "msd_pancreas",
-           "task06_lung": "msd_lung", "task08_hepaticvessel": "msd_hepatic_vessel", "task10_colon": "msd_colon"}.get(key, key)
+    key = {
+        "task09_spleen": "msd_spleen",
+        "task03_liver": "msd_liver",
+        "task07_pancreas": "msd_pancreas",
+        "task06_lung": "msd_lung",
+        "task08_hepaticvessel": "msd_hepatic_vessel",
+        "task10_colon": "msd_colon",
+    }.get(key, key)
     if key in _ALIASES:
         variants = _ALIASES[key]
         key = variants.get(modality, variants[None]) if modality else variants[None]
     if key not in LAYOUTS:
-        raise UnknownNameError(f"unknown phantom layout {layout!r}; known layouts: {', '.join(list_phantom_layouts())}")
+        raise UnknownNameError(
+            f"unknown phantom layout {layout!r}; known layouts: {', '.join(list_phantom_layouts())}"
+        )
     return LAYOUTS[key]
 
 
@@ -730,22 +968,40 @@ def write_phantom_dataset(
     spec = resolve_layout(layout, modality.upper() if modality else None)
     modality = (modality or spec.modality).upper()
     if int(cases) < 1 or int(unlabeled) < 0:
-        raise MedSegZooError(f"need at least one labeled case and a non-negative number of unlabeled ones, got cases={cases}, unlabeled={unlabeled}")
+        raise MedSegZooError(
+            f"need at least one labeled case and a non-negative number of unlabeled ones, got cases={cases}, unlabeled={unlabeled}"
+        )
     if unlabeled and not spec.holds_unlabeled:
-        raise MedSegZooError(f"layout {spec.name!r} has no place for unlabeled images (every case of the real data set is labeled); use unlabeled=0")
+        raise MedSegZooError(
+            f"layout {spec.name!r} has no place for unlabeled images (every case of the real data set is labeled); use unlabeled=0"
+        )
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise MedSegZooError(f"{out}: exists and is not empty; choose another folder or pass overwrite (--overwrite)")
+        raise MedSegZooError(
+            f"{out}: exists and is not empty; choose another folder or pass overwrite (--overwrite)"
+        )
     site_obj = get_site(site)
     lesions = spec.lesions if spec.lesions is not None else DEFAULT_LESIONS
     if tumor_probability is not None:
         probability = float(tumor_probability)
     else:
-        probability = spec.tumor_probability if spec.tumor_probability is not None else DEFAULT_TUMOR_PROBABILITY
+        probability = (
+            spec.tumor_probability
+            if spec.tumor_probability is not None
+            else DEFAULT_TUMOR_PROBABILITY
+        )
 
     def make(index: int) -> Phantom:
-        return make_phantom(size, seed=[int(seed), index], site=site_obj, modality=modality, tumors=tumors and bool(lesions),
-                            anatomy=spec.anatomy, tumor_probability=probability, lesion_kinds=lesions)
+        return make_phantom(
+            size,
+            seed=[int(seed), index],
+            site=site_obj,
+            modality=modality,
+            tumors=tumors and bool(lesions),
+            anatomy=spec.anatomy,
+            tumor_probability=probability,
+            lesion_kinds=lesions,
+        )
 
     make(0)  # validate every argument before anything is written
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -756,20 +1012,23 @@ def write_phantom_dataset(
             ctx.make = _reporting(make, progress, spec.name)
         root = spec.writer(ctx)
         relative_root = root.relative_to(tmp)
-        atomic_write_json(tmp / MANIFEST_NAME, {
-            "layout": spec.name,
-            "dataset": spec.dataset,
-            "root": relative_root.as_posix() or ".",
-            "cases": int(cases),
-            "unlabeled": int(unlabeled),
-            "size": int(size),
-            "site": site_obj.index,
-            "seed": int(seed),
-            "modality": modality,
-            "tumors": bool(tumors),
-            "tumor_probability": probability,
-            "records": ctx.records,
-        })
+        atomic_write_json(
+            tmp / MANIFEST_NAME,
+            {
+                "layout": spec.name,
+                "dataset": spec.dataset,
+                "root": relative_root.as_posix() or ".",
+                "cases": int(cases),
+                "unlabeled": int(unlabeled),
+                "size": int(size),
+                "site": site_obj.index,
+                "seed": int(seed),
+                "modality": modality,
+                "tumors": bool(tumors),
+                "tumor_probability": probability,
+                "records": ctx.records,
+            },
+        )
         _replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -777,13 +1036,17 @@ def write_phantom_dataset(
     return out / relative_root
 
 
-def _reporting(make: Callable[[int], Phantom], progress: Callable[[str], None], layout: str) -> Callable[[int], Phantom]:
+def _reporting(
+    make: Callable[[int], Phantom], progress: Callable[[str], None], layout: str
+) -> Callable[[int], Phantom]:
     import time
 
     def wrapped(index: int) -> Phantom:
         start = time.perf_counter()
         phantom = make(index)
-        progress(f"{layout}: case {index} generated in {time.perf_counter() - start:.2f} s, shape {tuple(phantom.image.shape)}")
+        progress(
+            f"{layout}: case {index} generated in {time.perf_counter() - start:.2f} s, shape {tuple(phantom.image.shape)}"
+        )
         return phantom
 
     return wrapped

@@ -112,11 +112,80 @@ class Site:
 
 
 SITES: tuple[Site, ...] = (
-    Site(0, *_MANUFACTURERS[0], (1.0, 1.0, 1.0), 1.00, 0.0, 10.0, 0.6, 0.0, 0.0, "RAS", 0.10, "portal_venous"),
-    Site(1, *_MANUFACTURERS[1], (0.8, 0.8, 2.5), 1.00, 20.0, 18.0, 1.0, 0.05, 0.10, "LPS", 0.25, "arterial", (3.0, -12.0, 40.0)),
-    Site(2, *_MANUFACTURERS[2], (1.5, 1.5, 1.5), 0.92, -25.0, 28.0, 1.6, 0.12, 0.0, "LAS", 0.30, "portal_venous", (-5.0, 8.0, -120.0)),
-    Site(3, *_MANUFACTURERS[3], (1.2, 1.2, 3.0), 1.05, 10.0, 14.0, 0.9, 0.0, 0.15, "RPI", 0.20, "non_contrast", (0.0, 20.0, 300.0)),
-    Site(4, *_MANUFACTURERS[4], (0.9, 0.9, 2.0), 1.00, -10.0, 40.0, 0.7, 0.08, 0.08, "LPI", 0.35, "portal_venous", (10.0, 0.0, -60.0)),
+    Site(
+        0,
+        *_MANUFACTURERS[0],
+        (1.0, 1.0, 1.0),
+        1.00,
+        0.0,
+        10.0,
+        0.6,
+        0.0,
+        0.0,
+        "RAS",
+        0.10,
+        "portal_venous",
+    ),
+    Site(
+        1,
+        *_MANUFACTURERS[1],
+        (0.8, 0.8, 2.5),
+        1.00,
+        20.0,
+        18.0,
+        1.0,
+        0.05,
+        0.10,
+        "LPS",
+        0.25,
+        "arterial",
+        (3.0, -12.0, 40.0),
+    ),
+    Site(
+        2,
+        *_MANUFACTURERS[2],
+        (1.5, 1.5, 1.5),
+        0.92,
+        -25.0,
+        28.0,
+        1.6,
+        0.12,
+        0.0,
+        "LAS",
+        0.30,
+        "portal_venous",
+        (-5.0, 8.0, -120.0),
+    ),
+    Site(
+        3,
+        *_MANUFACTURERS[3],
+        (1.2, 1.2, 3.0),
+        1.05,
+        10.0,
+        14.0,
+        0.9,
+        0.0,
+        0.15,
+        "RPI",
+        0.20,
+        "non_contrast",
+        (0.0, 20.0, 300.0),
+    ),
+    Site(
+        4,
+        *_MANUFACTURERS[4],
+        (0.9, 0.9, 2.0),
+        1.00,
+        -10.0,
+        40.0,
+        0.7,
+        0.08,
+        0.08,
+        "LPI",
+        0.35,
+        "portal_venous",
+        (10.0, 0.0, -60.0),
+    ),
 )
 
 
@@ -197,7 +266,7 @@ def site_grid(size: int, site: Site, *, crop: bool = True) -> SiteGrid:
     half_fov = size * NOMINAL_SPACING_MM / 2.0
     axes = []
     for spacing in site.spacing:
-        n = max(4, int(round(size * NOMINAL_SPACING_MM / spacing)))
+        n = max(4, round(size * NOMINAL_SPACING_MM / spacing))
         axes.append((np.arange(n) - (n - 1) / 2.0) * spacing / half_fov)
     if crop:
         z = axes[2]
@@ -213,14 +282,18 @@ def site_grid(size: int, site: Site, *, crop: bool = True) -> SiteGrid:
     return SiteGrid((axes[0], axes[1], axes[2]), tuple(float(s) for s in site.spacing), affine)
 
 
-def _bias_field(shape: tuple[int, ...], axes: tuple[np.ndarray, ...], strength: float, rng: np.random.Generator) -> np.ndarray:
+def _bias_field(
+    shape: tuple[int, ...], axes: tuple[np.ndarray, ...], strength: float, rng: np.random.Generator
+) -> np.ndarray:
     """Smooth multiplicative field ``exp(strength * f)`` with ``f`` a random plane-wave sum in [-1, 1]."""
     field = np.zeros(shape, np.float32)
     grids = [axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]]
     for _ in range(2):
         freq = rng.normal(size=3) * 0.35
         phase = rng.uniform(0, 2 * np.pi)
-        field += np.sin(2 * np.pi * sum(f * g for f, g in zip(freq, grids, strict=True)) + phase).astype(np.float32)
+        field += np.sin(
+            2 * np.pi * sum(f * g for f, g in zip(freq, grids, strict=True)) + phase
+        ).astype(np.float32)
     return np.exp(np.float32(strength / 2.0) * field)
 
 
@@ -264,7 +337,9 @@ def acquire(
     return np.clip(image, -1024.0, 3071.0).astype(np.float32)
 
 
-def to_orientation(array: np.ndarray, affine: np.ndarray, codes: str) -> tuple[np.ndarray, np.ndarray]:
+def to_orientation(
+    array: np.ndarray, affine: np.ndarray, codes: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Reorder a RAS-oriented array (and its affine) to the axis codes ``codes``.
 
     The world geometry is unchanged: ``new_affine @ new_index == affine @ old_index`` for the
