@@ -126,9 +126,9 @@ def test_cache_round_trip_and_mismatches(tmp_path) -> None:
 
 def test_write_keeps_matching_cache(tmp_path) -> None:
     path = tmp_path / "emb.pt"
-    write_text_embeddings(path, ["liver"], "onehot", width=3)
+    write_text_embeddings(path, ["liver"], "onehot")
     first = os.stat(path).st_mtime_ns
-    write_text_embeddings(path, ["liver"], "onehot", width=3, overwrite=False)
+    write_text_embeddings(path, ["liver"], "one_hot", overwrite=False)
     assert os.stat(path).st_mtime_ns == first
     write_text_embeddings(path, ["liver", "spleen"], "onehot", overwrite=True)
     assert load_text_embeddings(path).classes == ("liver", "spleen")

@@ -18,6 +18,8 @@ exactly zero (not a small number from a multiplication by 0 of a NaN or Inf).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -61,12 +63,20 @@ class UniversalLoss(nn.Module):
         dice_weight: weight of the Dice term.
         smooth: Dice smoothing added to numerator and denominator.
         ignore_value: target value marking unlabeled channels (when ``labeled`` is not given).
+        channels: only these output channels enter the loss (None: all). Extension to new
+            classes trains the new channels alone; the frozen old ones would only cost time.
     """
 
     def __init__(
-        self, bce_weight: float = 1.0, dice_weight: float = 1.0, smooth: float = 1e-5, ignore_value: float = -1.0
+        self,
+        bce_weight: float = 1.0,
+        dice_weight: float = 1.0,
+        smooth: float = 1e-5,
+        ignore_value: float = -1.0,
+        channels: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
+        self.channels = None if channels is None else [int(c) for c in channels]
         self.bce_weight = bce_weight
         self.dice_weight = dice_weight
         self.smooth = smooth
@@ -94,6 +104,9 @@ class UniversalLoss(nn.Module):
             raise DataValidationError(
                 f"UniversalLoss: logits {tuple(logits.shape)} and target {tuple(target.shape)} differ"
             )
+        if self.channels is not None:
+            logits, target = logits[:, self.channels], target[:, self.channels]
+            labeled = None if labeled is None else labeled[:, self.channels]
         batch, classes = logits.shape[:2]
         flat_logits = logits.reshape(batch, classes, -1)
         flat_target = target.reshape(batch, classes, -1).to(flat_logits.dtype)

@@ -417,30 +417,51 @@ def write_text_embeddings(
     encoder: str = "open_clip",
     prompt: str = PAPER_PROMPT,
     overwrite: bool = True,
-    **encoder_kwargs: Any,
+    model_name: str | None = None,
+    pretrained: str | None = None,
+    device: str | torch.device = "cpu",
 ) -> Path:
     """Compute and cache the embeddings (the bundle's ``text_embeddings`` step).
+
+    One signature for every encoder, so a bundle config can switch encoders with one entry:
+    ``model_name`` and ``pretrained`` go to open_clip; for ``minilm`` a ``pretrained`` that is
+    a folder is used as the sentence-transformers model path (otherwise the installed
+    MiniLM); ``onehot`` ignores both.
 
     Args:
         path: cache file to write.
         classes: class names.
-        encoder: encoder name.
+        encoder: ``open_clip``, ``minilm`` or ``onehot``.
         prompt: prompt template.
-        overwrite: False keeps an existing file whose classes and encoder match.
-        **encoder_kwargs: encoder arguments (``model_name``, ``pretrained``, ...).
+        overwrite: False keeps an existing file whose classes and encoder kind match.
+        model_name: open_clip model (default ``ViT-B-32``).
+        pretrained: open_clip tag/file/``none`` (default ``openai``), or a MiniLM folder.
+        device: where the text model runs.
 
     Returns:
         The path of the cache file.
+
+    Raises:
+        UnknownNameError: unknown class or encoder.
+        MedSegZooError: the encoder's weights cannot be loaded.
     """
     names = _canonical_classes(classes, str(path))
+    key = build_encoder_key(encoder)
     if not overwrite and Path(path).is_file():
         try:
             cached = load_text_embeddings(path, classes=names)
         except DataValidationError:  # stale or foreign file: recompute it
             cached = None
-        if cached is not None and cached.encoder.split(":")[0] == build_encoder_key(encoder):
+        if cached is not None and cached.encoder.split(":")[0] == key:
             return Path(path)
-    return save_text_embeddings(compute_text_embeddings(names, encoder, prompt, **encoder_kwargs), path)
+    kwargs: dict[str, Any] = {}
+    if key == "open_clip":
+        kwargs = {"model_name": model_name or "ViT-B-32", "pretrained": "openai" if pretrained is None else pretrained, "device": device}
+    elif key == "minilm":
+        kwargs = {"device": device}
+        if pretrained and Path(pretrained).is_dir():
+            kwargs["model_path"] = pretrained
+    return save_text_embeddings(compute_text_embeddings(names, key, prompt, **kwargs), path)
 
 
 def load_text_embeddings(
