@@ -488,3 +488,113 @@ def test_write_datalist_and_cli_summary(tmp_path, capsys):
     assert main(["datalist", "--list-layouts"]) == 0
     assert "totalsegmentator" in capsys.readouterr().out
     assert main(["datalist", "msd"]) == 2
+
+
+def _chaos_series(
+    folder: Path, png_folder: Path | None, *, reverse: bool, dicom_name, png_name, modality="MR"
+):
+    """A DICOM series whose slice k holds 10*k (+ a marker), and PNGs numbered like its files."""
+    from medsegzoo.data.io import save_dicom_series
+    from PIL import Image
+
+    image = np.zeros((6, 4, 5), np.float32)  # (x, y, z): 6 columns, 4 rows, 5 slices
+    label = np.zeros(image.shape, np.uint8)
+    for k in range(image.shape[2]):
+        image[:, :, k] = 10 * k + (1000 if modality == "CT" else 0)
+        image[k, 1, k] += 5  # a marker that moves with the slice: x = k, y = 1
+        label[k, 1, k] = 63 * (1 + k % 4)
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])  # LP in-plane like axial DICOM
+    save_dicom_series(
+        folder, image, affine, modality=modality, file_name=dicom_name, reverse_names=reverse
+    )
+    if png_folder is not None:
+        png_folder.mkdir(parents=True, exist_ok=True)
+        n = image.shape[2]
+        for k in range(n):
+            Image.fromarray(np.ascontiguousarray(label[:, :, k].T)).save(
+                png_folder / png_name(n - 1 - k if reverse else k)
+            )
+    return image, label
+
+
+def test_chaos_dicom_series_with_png_ground_truth(tmp_path):
+    from medsegzoo.data.formats import read_volume
+
+    mr = tmp_path / "CHAOS_Train_Sets" / "Train_Sets" / "MR" / "3"
+    _chaos_series(
+        mr / "T2SPIR" / "DICOM_anon",
+        mr / "T2SPIR" / "Ground",
+        reverse=False,
+        dicom_name=lambda k: f"IMG-0002-{k + 1:05d}.dcm",
+        png_name=lambda k: f"IMG-0002-{k + 1:05d}.png",
+    )
+    for phase in ("InPhase", "OutPhase"):
+        _chaos_series(
+            mr / "T1DUAL" / "DICOM_anon" / phase,
+            mr / "T1DUAL" / "Ground" if phase == "InPhase" else None,
+            reverse=False,
+            dicom_name=lambda k: f"IMG-0004-{k + 1:05d}.dcm",
+            png_name=lambda k: f"IMG-0004-{k + 1:05d}.png",
+        )
+    ct = tmp_path / "CHAOS_Train_Sets" / "Train_Sets" / "CT" / "1"
+    _chaos_series(
+        ct / "DICOM_anon",
+        None,
+        reverse=True,
+        modality="CT",
+        dicom_name=lambda k: f"i{k:04d},0000b.dcm",
+        png_name=lambda k: f"liver_GT_{k:03d}.png",
+    )
+    write_nifti(tmp_path / "unused.nii.gz")  # stray files do not disturb the reader
+    datalist = build_datalist("chaos", tmp_path)
+    # CT and MR label maps differ: no single label system; each entry names its data set
+    assert datalist["label_system"] is None and datalist["datasets"] == ["chaos_mr", "chaos_ct"]
+    entries = _entries(datalist, "training")
+    assert sorted(entries) == ["chaos_mr_3_t1dual_in", "chaos_mr_3_t1dual_out", "chaos_mr_3_t2spir"]
+    assert entries["chaos_mr_3_t1dual_out"]["label"] == entries["chaos_mr_3_t1dual_in"]["label"]
+    assert entries["chaos_mr_3_t1dual_in"]["sequence"] == "T1DUAL in-phase"
+    assert (
+        entries["chaos_mr_3_t2spir"]["image"]
+        == "CHAOS_Train_Sets/Train_Sets/MR/3/T2SPIR/DICOM_anon"
+    )
+    assert list(_entries(datalist, "unlabeled_test")) == ["chaos_ct_1"]
+    validate_datalist(datalist, tmp_path)
+
+    # the PNG slices land on the slices of their DICOM files, in-plane axes included
+    entry = entries["chaos_mr_3_t2spir"]
+    image = read_volume(tmp_path / entry["image"])
+    label = read_volume(
+        tmp_path / entry["label"], field="label", reference=tmp_path / entry["image"]
+    )
+    _assert_aligned(image, label)
+
+
+def _assert_aligned(image, label):
+    """The label's marker voxel sits on the image's marker voxel in every slice."""
+    assert label.shape == image.shape == (6, 4, 5)
+    assert np.allclose(label.affine, image.affine)
+    for z in range(5):
+        marker = np.argwhere(image.array[:, :, z] % 10 == 5)
+        assert (
+            len(marker) == 1 and marker.tolist() == np.argwhere(label.array[:, :, z] > 0).tolist()
+        )
+
+
+def test_chaos_png_count_mismatch_names_the_folder(tmp_path):
+    from medsegzoo.data.formats import read_png_stack, read_volume
+
+    series, ground = tmp_path / "DICOM_anon", tmp_path / "Ground"
+    _chaos_series(
+        series,
+        ground,
+        reverse=True,
+        dicom_name=lambda k: f"{k:03d}.dcm",
+        png_name=lambda k: f"{k:03d}.png",
+    )
+    # CT numbering: files (and PNGs) numbered from the last slice to the first
+    _assert_aligned(read_volume(series), read_png_stack(ground, series))
+    (ground / "000.png").unlink()
+    with pytest.raises(
+        DataValidationError, match=r"Ground: 4 PNG slices but its DICOM series .* has 5 files"
+    ):
+        read_png_stack(ground, series)
