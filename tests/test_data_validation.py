@@ -67,6 +67,22 @@ def test_affine_mismatch_beyond_tolerance_only(tmp_path):
     assert "affine differs from the image's" in message and "by up to 2.5 mm" in message
 
 
+def test_same_world_grid_in_another_axis_order(tmp_path):
+    entry = _good(tmp_path)
+    image_affine = np.diag([0.8, 0.8, 2.5, 1.0])
+    write_nifti(tmp_path / "c1_img.nii.gz", affine=image_affine)
+    # the label stores (y, x, z) with x flipped: same voxels in the world, other array order
+    label = np.flip(label_map((1,)), axis=0).transpose(1, 0, 2)
+    swap = np.array(
+        [[0, -0.8, 0, 0.8 * (SHAPE[0] - 1)], [0.8, 0, 0, 0], [0, 0, 2.5, 0], [0, 0, 0, 1]]
+    )
+    write_nifti(tmp_path / "c1_lab.nii.gz", label, swap)
+    message = _message(tmp_path, entry)
+    assert message.startswith(str(tmp_path / "c1_lab.nii.gz"))
+    assert "holds the image's world grid" in message and "(ALS vs RAS)" in message
+    assert "Orientationd" in message
+
+
 def test_nan_and_inf_voxels(tmp_path):
     entry = _good(tmp_path)
     image = np.zeros(SHAPE, np.float32)

@@ -199,7 +199,6 @@ def case_problems(
         finite = _finite_problem(image.array, "image")
         if finite:
             add(image_path, finite)
-    image_spatial = _spatial(image.shape)[:3]
     for role, path in targets:
         if (role, path) in missing:
             continue
@@ -211,19 +210,9 @@ def case_problems(
         if dims:
             add(path, dims)
             continue
-        if _spatial(target.shape) != image_spatial:
-            add(
-                path,
-                f"{role} shape {_spatial(target.shape)} differs from image shape {image_spatial} ({image_path})",
-            )
-            continue
-        deviation = float(np.max(np.abs(target.affine - image.affine)))
-        if deviation > affine_tol:
-            add(
-                path,
-                f"{role} affine differs from the image's ({image_path}) by up to {deviation:.4g} mm "
-                f"(tolerance {affine_tol:g}); image and label are not on the same grid",
-            )
+        grid_problem = _grid_problem(target, image, role, image_path, affine_tol)
+        if grid_problem:
+            add(path, grid_problem)  # the voxel checks below do not need the grids to agree
         if target.array is None:
             continue
         finite = _finite_problem(target.array, role)
@@ -239,6 +228,62 @@ def case_problems(
             if mask_problem:
                 add(path, mask_problem)
     return problems
+
+
+def _grid_problem(
+    target: Volume, image: Volume, role: str, image_path: Path, tol: float
+) -> str | None:
+    """Why a label/mask is not on the image's voxel grid, or None.
+
+    Files written by different tools sometimes store the same world grid with the axes in
+    another order or direction (a label saved as (y, x, z), or flipped). That is reported
+    too (voxel (i, j, k) of one is not voxel (i, j, k) of the other), with the hint that the
+    two agree after reorientation.
+    """
+    shape, reference = _spatial(target.shape)[:3], _spatial(image.shape)[:3]
+    deviation = (
+        float(np.max(np.abs(target.affine - image.affine))) if shape == reference else np.inf
+    )
+    if deviation <= tol:
+        return None
+    if _same_world_grid(shape, target.affine, reference, image.affine, tol):
+        return (
+            f"{role} holds the image's world grid ({image_path}) with its axes in another order or "
+            f"direction ({_axcodes(target.affine)} vs {_axcodes(image.affine)}); reorient one of them "
+            "(e.g. MONAI Orientationd on both) so that voxels correspond"
+        )
+    if shape != reference:
+        return f"{role} shape {shape} differs from image shape {reference} ({image_path})"
+    return (
+        f"{role} affine differs from the image's ({image_path}) by up to {deviation:.4g} mm "
+        f"(tolerance {tol:g}); image and label are not on the same grid"
+    )
+
+
+def _axcodes(affine: np.ndarray) -> str:
+    import nibabel as nib
+
+    return "".join(nib.aff2axcodes(affine))
+
+
+def _same_world_grid(
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    reference_shape: tuple[int, ...],
+    reference: np.ndarray,
+    tol: float,
+) -> bool:
+    """Whether a grid equals the reference grid after permuting/flipping its axes."""
+    from nibabel.orientations import inv_ornt_aff, io_orientation, ornt_transform
+
+    ornt = ornt_transform(io_orientation(affine), io_orientation(reference))
+    new_shape = [0, 0, 0]
+    for axis, (target_axis, _) in enumerate(ornt):
+        new_shape[int(target_axis)] = shape[axis]
+    if tuple(new_shape) != tuple(reference_shape):
+        return False
+    reoriented = affine @ inv_ornt_aff(ornt, shape)
+    return bool(np.max(np.abs(reoriented - reference)) <= tol)
 
 
 def _read(path: Path, field: str, voxels: bool, image_path: Path | None, add: Any) -> Volume | None:
