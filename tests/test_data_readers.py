@@ -598,3 +598,11 @@ def test_chaos_png_count_mismatch_names_the_folder(tmp_path):
         DataValidationError, match=r"Ground: 4 PNG slices but its DICOM series .* has 5 files"
     ):
         read_png_stack(ground, series)
+
+
+def test_data_preparation_page_documents_every_layout():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "data_preparation.md").read_text(
+        encoding="utf-8"
+    )
+    for layout in list_layouts():
+        assert f"### `{layout}`" in page, layout
