@@ -1,0 +1,311 @@
+"""Training on a mix of partially labeled data sets: the data check and the multi-head step.
+
+* :func:`check_partial_label_datalist` runs before training (a bundle's ``initialize`` list):
+  the data helper's :func:`~medsegzoo.data.validation.validate_datalist` (files, geometry,
+  label values within each data set's map, known ``labeled_classes``) plus what partial-label
+  training needs on top: every case names at least one labeled class, and its classes cover
+  at least one class of the training label system (a case that supervises nothing would only
+  teach "background").
+* :class:`PartialLabelStep` is the ``iteration_update`` of a MONAI
+  :class:`~monai.engines.SupervisedTrainer`: the plain trainer calls ``loss(pred, label)``;
+  partial-label losses also need each sample's labeled-classes mask and (for the TCT
+  consistency ramp-up) the training progress, and TCT's network returns several heads.
+* :func:`score_partial_label_predictions` scores written predictions per class with the
+  evaluation engine's metrics, counting only the classes each case is labeled for, and writes
+  the report.
+* :func:`combine_datalists` merges the datalists of several data sets (KiTS19, MSD Liver, ...)
+  into one, with paths relative to a common ``dataset_dir``, which is what the bundles take.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+from monai.data.utils import create_file_basename
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys as Keys
+
+from medsegzoo.data.datalist import (
+    SPLIT_KEYS,
+    load_datalist,
+    load_split,
+    new_datalist,
+    resolve_base_dir,
+    save_datalist,
+)
+from medsegzoo.data.validation import validate_datalist
+from medsegzoo.errors import DataValidationError, MedSegZooError
+from medsegzoo.transforms.partial import LabeledClassesMask
+
+__all__ = [
+    "PartialLabelStep",
+    "check_partial_label_datalist",
+    "combine_datalists",
+    "prediction_path",
+    "score_partial_label_predictions",
+]
+
+
+def check_partial_label_datalist(
+    datalist: str | os.PathLike | Mapping[str, Any],
+    base_dir: str | os.PathLike | None,
+    system: str,
+    keys: Sequence[str] = ("training", "validation"),
+    check_voxels: bool = True,
+    workers: int = 1,
+) -> int:
+    """Check a datalist for partial-label training; raise with every problem at once.
+
+    Args:
+        datalist: datalist file or dict.
+        base_dir: folder the datalist's paths are relative to.
+        system: label system trained (e.g. "tct5").
+        keys: splits to check.
+        check_voxels: read the label voxels (values within each data set's map).
+        workers: threads reading files.
+
+    Returns:
+        The number of cases checked.
+
+    Raises:
+        DataValidationError: empty or unknown labeled classes, classes outside ``system``,
+            unknown data sets, missing files, label values outside a data set's classes, ...
+            each naming the datalist entry or file.
+    """
+    source = str(datalist) if not isinstance(datalist, Mapping) else f"datalist {datalist.get('name')!r}"
+    loaded = load_datalist(datalist) if not isinstance(datalist, Mapping) else datalist
+    present = [k for k in keys if loaded.get(k)]
+    if not keys or not loaded.get(keys[0]):
+        raise DataValidationError(f"{source}: the split {keys[0]!r} is empty or missing")
+    mask = LabeledClassesMask(system)
+    problems: list[str] = []
+    for key in present:
+        for i, entry in enumerate(loaded[key]):
+            where = f"{source}: {key}[{i}] (case {entry.get('case_id')!r})"
+            names = entry.get("labeled_classes")
+            if not isinstance(names, list) or not names:
+                problems.append(f"{where}: 'labeled_classes' is empty or missing; name the classes its label covers")
+                continue
+            try:
+                covered = mask(names)
+            except MedSegZooError as err:
+                problems.append(f"{where}: {err}")
+                continue
+            if covered.sum() == 0:
+                problems.append(
+                    f"{where}: labeled classes {names} cover none of the {system!r} classes "
+                    f"({', '.join(mask.system.classes)})"
+                )
+    if problems:
+        raise DataValidationError(
+            f"{source}: {len(problems)} case(s) cannot be used for partial-label training:\n  "
+            + "\n  ".join(problems)
+        )
+    validate_datalist(datalist, base_dir, check_voxels=check_voxels, keys=present, workers=workers)
+    return sum(len(loaded[k]) for k in present)
+
+
+def combine_datalists(
+    parts: Iterable[tuple[str | os.PathLike, str | os.PathLike | None]],
+    out: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    name: str = "partial_label_mix",
+) -> Path:
+    """Merge several data sets' datalists into one whose paths start at ``dataset_dir``.
+
+    Args:
+        parts: ``(datalist file, its data set folder or None for its own hint)`` pairs.
+        out: combined datalist to write (atomically).
+        dataset_dir: the common folder; every data set folder must lie inside it.
+        name: the combined datalist's name.
+
+    Returns:
+        The written path.
+
+    Raises:
+        DataValidationError: a data set folder outside ``dataset_dir`` or a case id used twice.
+    """
+    root = Path(dataset_dir).resolve()
+    splits: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[str, str] = {}
+    for path, base in parts:
+        data = load_datalist(path)
+        folder = Path(resolve_base_dir(data, path, base)).resolve()
+        try:
+            prefix = folder.relative_to(root)
+        except ValueError as err:
+            raise DataValidationError(f"{path}: its data set folder {folder} is not inside {root}") from err
+        for key in SPLIT_KEYS:
+            for entry in data.get(key, []):
+                item = dict(entry)
+                for field in ("image", "label"):
+                    if isinstance(item.get(field), str):
+                        item[field] = str(prefix / item[field])
+                if isinstance(item.get("masks"), Mapping):
+                    item["masks"] = {c: str(prefix / p) for c, p in item["masks"].items()}
+                case_id = str(item.get("case_id"))
+                if case_id in seen:
+                    raise DataValidationError(f"{path}: case id {case_id!r} is also in {seen[case_id]}")
+                seen[case_id] = str(path)
+                splits.setdefault(key, []).append(item)
+    combined = new_datalist(splits, name=name, layout="mixed", dataset_dir=root)
+    return save_datalist(combined, out)
+
+
+class PartialLabelStep:
+    """One training iteration for partial-label losses (``SupervisedTrainer(iteration_update=...)``).
+
+    Calls ``engine.loss_function(outputs, label, labeled, epoch=progress)`` where ``outputs`` is
+    whatever the network returns (a dict of heads for TCT), ``labeled`` the batch's multi-hot
+    labeled-classes tensor and ``progress`` the fractional epoch (for ramp-ups). The loss
+    function returns a tensor or a dict with ``"loss"`` and detached parts; the parts are kept in
+    ``engine.state.loss_parts`` for logging. The step fires MONAI's iteration events like
+    :class:`~monai.engines.SupervisedTrainer` does (so its decollation and handlers work) and
+    stores the main head's logits as ``pred``.
+
+    Args:
+        labeled_key: batch key of the (B, N) labeled-classes tensor (LabeledClassesMaskd's output).
+        main_key: key of the main logits when the network returns a dict (stored as ``pred``).
+    """
+
+    def __init__(self, labeled_key: str = "labeled_classes", main_key: str = "main") -> None:
+        self.labeled_key = labeled_key
+        self.main_key = main_key
+
+    def __call__(self, engine: SupervisedTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
+        """Forward, loss, backward and optimizer step on one batch."""
+        if batchdata is None:
+            raise MedSegZooError("PartialLabelStep: empty batch")
+        if self.labeled_key not in batchdata:
+            raise MedSegZooError(
+                f"PartialLabelStep: the batch has no {self.labeled_key!r} entry; add "
+                "medsegzoo.transforms.LabeledClassesMaskd to the training transforms"
+            )
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        image, label = batch[0], batch[1]
+        labeled = torch.as_tensor(batchdata[self.labeled_key]).to(engine.state.device)
+        epoch_length = engine.state.epoch_length or 1
+        progress = (engine.state.iteration - 1) / epoch_length
+
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label}
+
+        def forward() -> dict[str, torch.Tensor]:
+            outputs = engine.network(image)
+            main = outputs[self.main_key] if isinstance(outputs, Mapping) else outputs
+            engine.state.output[Keys.PRED] = main
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            result = engine.loss_function(outputs, label, labeled, epoch=progress)
+            parts = dict(result) if isinstance(result, Mapping) else {"loss": result}
+            engine.state.output[Keys.LOSS] = parts["loss"]
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+            return parts
+
+        if engine.amp and engine.scaler is not None:
+            with torch.autocast("cuda", **engine.amp_kwargs):
+                parts = forward()
+            engine.scaler.scale(parts["loss"]).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            parts = forward()
+            parts["loss"].backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+        # the loss parts live beside the output: MONAI decollates the output per sample
+        engine.state.loss_parts = {k: float(torch.as_tensor(v).detach()) for k, v in parts.items()}
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+def prediction_path(
+    image: str | os.PathLike,
+    pred_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    postfix: str = "seg",
+    ext: str = ".nii.gz",
+) -> Path:
+    """Where ``SaveImaged(output_dir=pred_dir, output_postfix=postfix, separate_folder=False,
+    data_root_dir=dataset_dir)`` writes the prediction of ``image`` (MONAI's own naming rule)."""
+    base = create_file_basename(
+        postfix, str(image), str(pred_dir), data_root_dir=str(dataset_dir), separate_folder=False, makedirs=False
+    )
+    return Path(f"{base}{ext}")
+
+
+def score_partial_label_predictions(
+    datalist: str | os.PathLike | Mapping[str, Any],
+    dataset_dir: str | os.PathLike,
+    split: str,
+    pred_dir: str | os.PathLike,
+    system: str,
+    out_dir: str | os.PathLike,
+    metrics: Sequence[str] = ("dsc", "hd95"),
+    postfix: str = "seg",
+    title: str = "TCT partial-label evaluation",
+) -> pd.DataFrame:
+    """Score written label maps against the datalist's ground truth, labeled classes only.
+
+    Each case's ground truth is converted to ``system`` (e.g. KiTS19's kidney is split into
+    left/right by connected components) and only the classes the case is labeled for are
+    scored: a kidney-only case says nothing about the liver the model also segments. Fully
+    labeled sets (BTCV, WORD, AMOS) thus count every class.
+
+    Args:
+        datalist: datalist file or dict.
+        dataset_dir: folder the datalist's paths are relative to.
+        split: split to score ("test", or "training" for a fully labeled unseen set).
+        pred_dir: folder of the predictions (see :func:`prediction_path`).
+        system: label system of the predictions.
+        out_dir: report folder (per_case.csv, per_class.csv, summary.md, plots).
+        metrics: metrics of :func:`medsegzoo.evaluation.compute_case_metrics`.
+        postfix: the predictions' output postfix.
+        title: report title.
+
+    Returns:
+        The tidy per-case table (one row per case and scored class).
+
+    Raises:
+        DataValidationError: an empty split, a missing prediction (naming the expected file),
+            or grids that differ.
+    """
+    from medsegzoo.evaluation.metrics import compute_case_metrics
+    from medsegzoo.evaluation.reports import write_report
+    from medsegzoo.taxonomy import convert_label_map
+
+    entries = load_split(datalist, split, base_dir=dataset_dir)
+    if not entries:
+        raise DataValidationError(f"{datalist}: split {split!r} has no cases to score")
+    mask = LabeledClassesMask(system)
+    classes = list(mask.system.classes)
+    rows: list[dict[str, Any]] = []
+    for entry in entries:
+        pred_path = prediction_path(entry["image"], pred_dir, dataset_dir, postfix)
+        if not pred_path.is_file():
+            raise DataValidationError(
+                f"{pred_path}: no prediction for case {entry.get('case_id')!r} (image {entry['image']}); "
+                "run the inference config on the same split first"
+            )
+        gt_img = nib.load(entry["label"])
+        pred = np.rint(np.asarray(nib.load(str(pred_path)).dataobj)).astype(np.int16)
+        gt = convert_label_map(np.asarray(gt_img.dataobj), entry["dataset"], system, affine=gt_img.affine)
+        pred = pred.reshape(pred.shape[:3]) if pred.ndim == 4 and pred.shape[3] == 1 else pred
+        labeled = mask(entry["labeled_classes"])
+        scored = {i + 1: name for i, name in enumerate(classes) if labeled[i] > 0}
+        spacing = [float(z) for z in gt_img.header.get_zooms()[:3]]
+        for row in compute_case_metrics(pred, gt, spacing, scored, metrics=metrics):
+            row.update(case=entry.get("case_id"), dataset=entry.get("dataset"), site=entry.get("site"))
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    write_report(table, out_dir, title, metrics=list(metrics), classes=classes, group_columns=("dataset",))
+    return table

@@ -1,0 +1,204 @@
+"""Shared helpers of the bundle tests: run the real CLIs in subprocesses.
+
+* :func:`run_bundle` runs ``python -m monai.bundle run [RUN_ID] --config_file [...] --key value``
+  for a bundle in ``bundles/`` and returns the completed process; on failure the assertion
+  message carries the command and the tail of its output.
+* :func:`monai_bundle` runs any other ``monai.bundle`` sub-command (verify_metadata,
+  verify_net_in_out, ckpt_export).
+* :func:`make_phantom_datalist` writes phantoms in a public layout with ``medsegzoo phantoms``
+  and builds their datalist with ``medsegzoo datalist``, exactly as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUNDLES_DIR = REPO_ROOT / "bundles"
+META_SCHEMA = REPO_ROOT / "common" / "medsegzoo" / "resources" / "meta_schema.json"
+MEDSEGZOO = [sys.executable, "-m", "medsegzoo"]
+OUTPUT_TAIL = 6000
+
+
+def bundle_dir(bundle: str | os.PathLike) -> Path:
+    """``bundles/<name>`` for a bundle name, or the given path when it is a folder."""
+    path = Path(bundle)
+    return path if path.is_dir() else BUNDLES_DIR / str(bundle)
+
+
+def _env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HF_HUB_OFFLINE", "1")  # a missing hub file fails at once instead of retrying
+    env.setdefault("MPLBACKEND", "Agg")
+    env.setdefault("OMP_NUM_THREADS", "2")  # the CI machine's cores are shared
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT / "common"), env.get("PYTHONPATH", "")) if p)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _cli_value(value: Any) -> str:
+    """Render an override for MONAI's fire-based CLI (Python literals are parsed back)."""
+    if isinstance(value, (str, os.PathLike)):
+        return str(value)
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return json.dumps(value)
+
+
+def run_command(cmd: Sequence[str], cwd: str | os.PathLike | None = None, check: bool = True,
+                timeout: float = 1200, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``cmd``; with ``check`` fail the test with the command and its output tail."""
+    proc = subprocess.run(
+        [str(c) for c in cmd], cwd=str(cwd) if cwd else None, capture_output=True, text=True,
+        timeout=timeout, env=_env(env),
+    )
+    if check and proc.returncode != 0:
+        output = (proc.stdout + "\n" + proc.stderr)[-OUTPUT_TAIL:]
+        raise AssertionError(
+            f"command failed with exit code {proc.returncode}:\n  {' '.join(map(str, cmd))}\n"
+            f"--- output (tail) ---\n{output}"
+        )
+    return proc
+
+
+def config_files_arg(bundle: str | os.PathLike, configs: Sequence[str] | str) -> str:
+    """The ``--config_file`` value: one path or a Python list of paths inside the bundle."""
+    root = bundle_dir(bundle)
+    names = [configs] if isinstance(configs, str) else list(configs)
+    paths = [str(root / "configs" / n if "/" not in n else root / n) for n in names]
+    return paths[0] if len(paths) == 1 else "[" + ",".join(f"'{p}'" for p in paths) + "]"
+
+
+def run_bundle(
+    bundle: str | os.PathLike,
+    configs: Sequence[str] | str,
+    overrides: Mapping[str, Any] | None = None,
+    cwd: str | os.PathLike | None = None,
+    run_id: str | None = None,
+    check: bool = True,
+    timeout: float = 1200,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle run [run_id] --config_file ... --key value ...``.
+
+    Args:
+        bundle: bundle name (folder in ``bundles/``) or path.
+        configs: config file name(s) in the bundle's ``configs/`` (or paths relative to the
+            bundle, with a slash), merged left to right.
+        overrides: ``--key value`` pairs (``#`` nests: ``"train#trainer#max_epochs"``).
+            ``bundle_root`` defaults to the bundle folder.
+        cwd: working directory (default: the bundle folder).
+        run_id: the run target ("training", "inference", "evaluating"); None is plain ``run``.
+        check: fail (AssertionError with the output tail) on a non-zero exit code.
+        timeout: seconds.
+        env: extra environment variables.
+
+    Returns:
+        The completed process (stdout/stderr captured as text).
+    """
+    root = bundle_dir(bundle)
+    values = {"bundle_root": str(root)}
+    values.update(overrides or {})
+    cmd = [sys.executable, "-m", "monai.bundle", "run"]
+    if run_id:
+        cmd.append(run_id)
+    cmd += ["--config_file", config_files_arg(root, configs)]
+    for key, value in values.items():
+        cmd += [f"--{key}", _cli_value(value)]
+    return run_command(cmd, cwd=cwd or root, check=check, timeout=timeout, env=env)
+
+
+def monai_bundle(subcommand: str, *args: Any, cwd: str | os.PathLike | None = None, check: bool = True,
+                 timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m monai.bundle SUBCOMMAND ARGS...`` (verify_metadata, verify_net_in_out, ...)."""
+    return run_command([sys.executable, "-m", "monai.bundle", subcommand, *map(str, args)], cwd=cwd,
+                       check=check, timeout=timeout)
+
+
+def make_phantom_datalist(
+    tmp_path: str | os.PathLike,
+    layout: str,
+    cases: int = 4,
+    size: int = 48,
+    seed: int = 0,
+    site: int | None = None,
+    split: str | None = "0.5/0.25/0.25",
+    phantom_args: Sequence[str] = (),
+    datalist_args: Sequence[str] = (),
+    folder: str | None = None,
+) -> tuple[Path, Path]:
+    """Write phantoms in a public layout and their datalist with the real ``medsegzoo`` CLI.
+
+    Runs ``medsegzoo phantoms OUT --layout LAYOUT ...`` then ``medsegzoo datalist LAYOUT
+    <layout folder> --out <OUT>/datalist.json ...``.
+
+    Args:
+        tmp_path: parent folder.
+        layout: layout / data set name both CLIs accept ("kits19", "msd_liver", "btcv", ...).
+        cases: number of labeled phantom cases.
+        size: field of view in nominal 1 mm voxels per axis.
+        seed: phantom seed (also the seed of the random split).
+        site: acquisition site index (None: the generator's default, site 0).
+        split: ``medsegzoo datalist --split`` value (TRAIN/VAL/TEST fractions); None: official.
+        phantom_args: more ``medsegzoo phantoms`` arguments (e.g. ``["--no-tumors"]``).
+        datalist_args: more ``medsegzoo datalist`` arguments.
+        folder: sub-folder name (default: ``<layout>_s<seed>``).
+
+    Returns:
+        ``(dataset_dir, datalist_path)``: the data set folder as the layout distributes it (the
+        datalist's paths are relative to it) and the datalist JSON.
+    """
+    out = Path(tmp_path) / (folder or f"{layout}_s{seed}")
+    cmd = [*MEDSEGZOO, "phantoms", out, "--layout", layout, "--cases", cases, "--size", size,
+           "--seed", seed, "--quiet"]
+    if site is not None:
+        cmd += ["--site", site]
+    proc = run_command([*cmd, *phantom_args])
+    printed = proc.stdout.strip().splitlines()[-1].strip()
+    dataset_dir = Path(printed) if Path(printed).is_absolute() else Path.cwd() / printed
+    if not dataset_dir.is_dir():
+        dataset_dir = out
+    datalist = out / "datalist.json"
+    cmd = [*MEDSEGZOO, "datalist", layout, dataset_dir, "--out", datalist]
+    if split is not None:
+        cmd += ["--split", split, "--seed", seed]
+    run_command([*cmd, *datalist_args])
+    return dataset_dir, datalist
+
+
+def make_mixed_phantom_datalist(
+    tmp_path: str | os.PathLike,
+    parts: Sequence[Mapping[str, Any]],
+    size: int = 48,
+    name: str = "mixed",
+) -> tuple[Path, Path]:
+    """Several phantom data sets in one datalist (partial-label training on a mix of sets).
+
+    Args:
+        tmp_path: parent folder; everything is written under ``tmp_path / name``.
+        parts: keyword arguments of :func:`make_phantom_datalist` per data set
+            (``{"layout": "kits19", "cases": 4, "seed": 1, "site": 1}``, ...).
+        size: default phantom size.
+        name: folder and datalist name.
+
+    Returns:
+        ``(dataset_dir, datalist_path)`` of the combined datalist.
+    """
+    from medsegzoo.engines.partial_label import combine_datalists
+
+    root = Path(tmp_path) / name
+    pieces = []
+    for i, part in enumerate(parts):
+        kwargs = {"size": size, **part}
+        kwargs.setdefault("folder", f"{kwargs['layout']}_{i}")
+        pieces.append(make_phantom_datalist(root, **kwargs))
+    datalist = root / "datalist.json"
+    combine_datalists([(dl, ds) for ds, dl in pieces], datalist, root, name=name)
+    return root, datalist
