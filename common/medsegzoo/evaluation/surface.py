@@ -120,8 +120,9 @@ def mask_surfels(mask: np.ndarray, margin: Sequence[int] = (0, 0, 0)) -> tuple[n
     return is_surfel, index, codes.reshape(-1)[index]
 
 
-# about this many grid offsets are tried before the k-d tree takes over (see _nearest_distances)
-_BALL_OFFSETS = 256
+# about this many grid offsets are tried before the k-d tree takes over (see _nearest_distances);
+# measured on the benchmark case: 256 -> 0.27 s, 600 -> 0.22 s, 1000 -> 0.22 s for 9 organs
+_BALL_OFFSETS = 600
 
 
 @functools.lru_cache(maxsize=64)
@@ -152,9 +153,11 @@ def _offset_lengths(offsets: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 def weighted_percentile(distances: np.ndarray, areas: np.ndarray, percent: float) -> float:
     """Area-weighted percentile of surfel distances, DeepMind's ``compute_robust_hausdorff`` for one direction.
 
-    Surfels are ordered by (distance, area) as DeepMind's sort orders them, so the
-    cumulative area fractions are the same floating-point numbers; the result is the
-    distance of the first surfel whose cumulative fraction reaches ``percent / 100``.
+    DeepMind sorts surfels by (distance, area), divides the running sum of areas by the
+    total and returns the distance of the first surfel whose fraction reaches
+    ``percent / 100``. Only the run of equal distances in which that happens matters, so a
+    plain sort by distance gives the same answer unless the target fraction falls within
+    rounding error of a run boundary; only then is DeepMind's exact order rebuilt.
 
     Args:
         distances: distance in mm of each surfel to the other surface.
@@ -164,13 +167,26 @@ def weighted_percentile(distances: np.ndarray, areas: np.ndarray, percent: float
     Returns:
         The percentile distance in mm; ``inf`` when there are no surfels.
     """
-    if distances.size == 0:
+    n = distances.size
+    if n == 0:
         return float("inf")
-    order = np.lexsort((areas, distances))
-    sorted_areas = areas[order]
-    cumulative = np.cumsum(sorted_areas) / np.sum(sorted_areas)
-    index = int(np.searchsorted(cumulative, percent / 100.0))
-    return float(distances[order[min(index, distances.size - 1)]])
+    target = percent / 100.0
+    order = np.argsort(distances, kind="stable")  # timsort: fast on the many equal distances
+    sorted_distances = distances[order]
+    fraction = np.cumsum(areas[order]) / np.sum(areas)
+    index = min(int(np.searchsorted(fraction, target)), n - 1)
+    value = sorted_distances[index]
+    first = int(np.searchsorted(sorted_distances, value, side="left"))
+    last = int(np.searchsorted(sorted_distances, value, side="right")) - 1
+    # running sums of the same numbers in another order differ by < n * eps (relative)
+    margin = max(1e-9, 8 * n * np.finfo(np.float64).eps)
+    before = fraction[first - 1] if first > 0 else -np.inf
+    if before < target - margin and (fraction[last] >= target + margin or last == n - 1):
+        return float(value)
+    exact = np.lexsort((areas, distances))
+    sorted_areas = areas[exact]
+    fraction = np.cumsum(sorted_areas) / np.sum(sorted_areas)
+    return float(distances[exact[min(int(np.searchsorted(fraction, target)), n - 1)]])
 
 
 @dataclass(frozen=True)
@@ -268,7 +284,7 @@ def _nearest_distances(
     surfel is first looked for among the grid offsets of a small ball, nearest offset first
     (offset 0 = a surfel both surfaces share); the first hit is the nearest surfel. Only
     surfels with no hit in the ball (nearest one farther than its radius) go to a k-d tree.
-    This is ~4x faster than querying the tree for every surfel, and exact either way.
+    This is ~3x faster than querying the tree for every surfel, and exact either way.
     """
     grid = to_is_surfel.shape
     if to_index.size == 0:
