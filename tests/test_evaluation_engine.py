@@ -225,3 +225,16 @@ def test_settings_are_checked_before_any_file_is_read(maps):
     assert list(table.columns[:4]) == ["case", "class", "dsc", "nsd"] and "hd95" not in table
     assert math.isfinite(table["nsd"].iloc[0])
     json.dumps(table.iloc[0].to_dict(), default=str)  # rows are plain values
+
+
+def test_scored_classes_follow_the_ground_truth_labels():
+    from medsegzoo.evaluation.engine import CaseSource, _scored_classes
+
+    # KiTS19 labels one merged "kidney": both sides of a left/right system count as labeled
+    kits = CaseSource("k", label="k.nii.gz", label_system="kits19", labeled=("kidney", "kidney_tumor"))
+    assert _scored_classes(kits, TOUCHSTONE) == ["kidney_right", "kidney_left"]
+    # a label map in the evaluation's own system labels every class
+    assert _scored_classes(CaseSource("t", label="t.nii.gz", label_system="touchstone9"), TOUCHSTONE) == list(TOUCHSTONE.classes)
+    # per-class masks label the classes they have files for
+    masks = CaseSource("m", masks={"liver": "liver.nii.gz", "gall_bladder": "gb.nii.gz", "colon": "c.nii.gz"})
+    assert _scored_classes(masks, TOUCHSTONE) == ["gallbladder", "liver"]
