@@ -8,7 +8,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from medsegzoo.engines.semi_supervised import SemiSupervisedTrainer, TwoStreamLoader, semi_supervised_split
+from medsegzoo.engines.semi_supervised import (
+    SemiSupervisedTrainer,
+    TwoStreamLoader,
+    overlap_for_stride,
+    require_checkpoint,
+    semi_supervised_split,
+)
 from medsegzoo.errors import DataValidationError, MedSegZooError
 from medsegzoo.losses.tcseg import TCSegLoss
 from medsegzoo.networks.vnet_dual import DualDecoderVNet
@@ -93,3 +99,30 @@ def test_supervised_only_has_no_teacher_and_needs_no_unlabeled() -> None:
     assert trainer.teacher is None and trainer.state.iteration == 1
     with pytest.raises(MedSegZooError, match="no unlabeled stream"):
         SemiSupervisedTrainer("cpu", 1, labeled_only, net, opt, TCSegLoss())
+
+
+def test_order_file_puts_the_literatures_labeled_cases_first(tmp_path) -> None:
+    order = tmp_path / "train.list"
+    order.write_text("c3\nc1\nc4/mri_norm2.h5\n")
+    split = semi_supervised_split(datalist(), tmp_path, labeled_count=2, order_file=order)
+    assert [c["case_id"] for c in split["labeled"]] == ["c3", "c1"]
+    assert [c["case_id"] for c in split["unlabeled"]][:3] == ["c4", "c0", "c2"]
+    with pytest.raises(DataValidationError, match="does not exist"):
+        semi_supervised_split(datalist(), tmp_path, labeled_count=2, order_file=tmp_path / "missing.list")
+
+
+def test_overlap_for_stride_gives_the_papers_strides() -> None:
+    from monai.inferers.utils import _get_scan_interval
+
+    for patch, stride in (((112, 112, 80), (18, 18, 4)), ((96, 96, 96), (16, 16, 16))):
+        overlap = overlap_for_stride(patch, stride)
+        assert tuple(_get_scan_interval(tuple(3 * p for p in patch), patch, 3, overlap)) == stride
+    with pytest.raises(MedSegZooError):
+        overlap_for_stride((32, 32), (0, 16))
+
+
+def test_require_checkpoint_explains_missing_best(tmp_path) -> None:
+    with pytest.raises(MedSegZooError, match="validation split"):
+        require_checkpoint(tmp_path / "model_best.pt")
+    (tmp_path / "model_last.pt").write_bytes(b"x")
+    assert require_checkpoint(tmp_path / "model_last.pt") == str(tmp_path / "model_last.pt")

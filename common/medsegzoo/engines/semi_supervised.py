@@ -22,7 +22,8 @@ Three pieces a bundle config wires together (``bundles/tcseg_semi_supervised_seg
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,7 +35,7 @@ from monai.utils import CommonKeys
 from medsegzoo.data.datalist import load_datalist, load_split
 from medsegzoo.errors import DataValidationError, MedSegZooError
 
-__all__ = ["SemiSupervisedTrainer", "TwoStreamLoader", "semi_supervised_split"]
+__all__ = ["SemiSupervisedTrainer", "TwoStreamLoader", "overlap_for_stride", "require_checkpoint", "semi_supervised_split"]
 
 LABELED, UNLABELED = "labeled", "unlabeled"
 
@@ -46,6 +47,7 @@ def semi_supervised_split(
     labeled_count: int | None = None,
     key: str = "training",
     require_unlabeled: bool = True,
+    order_file: str | os.PathLike | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Labeled and unlabeled cases (absolute paths) of a datalist.
 
@@ -57,6 +59,9 @@ def semi_supervised_split(
         labeled_count: an exact number of labeled cases instead of a ratio (8 for LA 10 %).
         key: the split holding the training cases.
         require_unlabeled: fail when no unlabeled case is left (semi-supervised runs).
+        order_file: a list file (one case name per line, e.g. LA's ``train.list``) that orders
+            the cases before the first ones are taken, so the labeled subset is the one the
+            literature uses; cases it does not name come last, in datalist order.
 
     Returns:
         ``{"labeled": [...], "unlabeled": [...]}``; unlabeled entries carry no ``label``.
@@ -70,6 +75,8 @@ def semi_supervised_split(
     where = str(datalist) if not isinstance(datalist, Mapping) else f"datalist {datalist.get('name', '<dict>')!r}"
     data = load_datalist(datalist) if not isinstance(datalist, Mapping) else datalist
     cases = load_split(datalist if not isinstance(datalist, Mapping) else data, key, dataset_dir)
+    if order_file is not None:
+        cases = _ordered(cases, order_file, where)
     if (labeled_ratio is None) == (labeled_count is None):
         raise DataValidationError(f"{where}: give exactly one of labeled_ratio and labeled_count")
     if labeled_ratio is not None:
@@ -99,6 +106,16 @@ def semi_supervised_split(
     return {LABELED: labeled, UNLABELED: unlabeled}
 
 
+def _ordered(cases: list[dict[str, Any]], order_file: str | os.PathLike, where: str) -> list[dict[str, Any]]:
+    """Cases sorted by their position in a list file (first path component of each line)."""
+    path = Path(order_file)
+    if not path.is_file():
+        raise DataValidationError(f"{where}: order file {path} does not exist")
+    names = [line.strip().split("/")[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rank = {name: i for i, name in enumerate(names)}
+    return sorted(cases, key=lambda c: rank.get(str(c.get("case_id")), len(rank)))  # stable: unnamed keep their order
+
+
 def _check_same_classes(labeled: list[dict[str, Any]], where: str) -> None:
     """All labeled cases must label the same classes of the same source label map."""
     seen: dict[tuple, list[str]] = {}
@@ -111,6 +128,51 @@ def _check_same_classes(labeled: list[dict[str, Any]], where: str) -> None:
             f"{where}: labeled cases disagree on their label classes ({detail}); a semi-supervised run needs one "
             "label map for every labeled case (convert them to one system first)"
         )
+
+
+def require_checkpoint(path: str | os.PathLike) -> str:
+    """Fail early, with the reason, when an inference checkpoint does not exist.
+
+    A missing ``model_best.pt`` usually means the run had no validation split (TCSeg's rule:
+    then no "best" checkpoint is selected, only "last" exists).
+
+    Returns:
+        The path as a string.
+
+    Raises:
+        MedSegZooError: the file does not exist.
+    """
+    if not os.path.isfile(path):
+        hint = (
+            " A 'best' checkpoint exists only when the datalist has a validation split (model selection never "
+            "uses the test split); use checkpoint 'last'."
+            if os.path.basename(str(path)).startswith("model_best")
+            else " Train first (run training) or point ckpt_dir at the run's models folder."
+        )
+        raise MedSegZooError(f"checkpoint {path} does not exist.{hint}")
+    return str(path)
+
+
+def overlap_for_stride(patch_size: Sequence[int], stride: Sequence[int]) -> list[float]:
+    """Per-axis ``overlap`` of MONAI's sliding window that yields the given window strides.
+
+    TCSeg states strides (18 x 18 x 4 for LA, 16^3 otherwise); MONAI takes overlaps and steps
+    by ``int(roi * (1 - overlap))``. Half a voxel is added before dividing so the truncation
+    lands on the stride itself and not one below it.
+
+    Args:
+        patch_size: window size per axis.
+        stride: step per axis, ``1 <= stride <= patch``.
+
+    Returns:
+        Overlaps in [0, 1).
+
+    Raises:
+        MedSegZooError: lengths differ or a stride is out of range.
+    """
+    if len(patch_size) != len(stride) or any(not 1 <= s <= p for s, p in zip(stride, patch_size)):
+        raise MedSegZooError(f"overlap_for_stride: need 1 <= stride <= patch per axis, got patch {list(patch_size)}, stride {list(stride)}")
+    return [0.0 if s == p else 1.0 - (s + 0.5) / p for s, p in zip(stride, patch_size)]
 
 
 class TwoStreamLoader:

@@ -1,0 +1,112 @@
+"""TCSeg bundle through the real ``python -m monai.bundle`` command line, on CPU, smoke scale.
+
+A semi-supervised LA phantom set (labeled and unlabeled h5 volumes, as the LA release is
+distributed) is written with ``medsegzoo phantoms`` / ``medsegzoo datalist``; one
+module-scoped training run feeds inference (decoder 0) and evaluation; resume, metadata
+checks and bad inputs run their own commands.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from bundle_utils import MEDSEGZOO, META_SCHEMA, bundle_dir, monai_bundle, run_bundle, run_command
+
+BUNDLE = "tcseg_semi_supervised_segmentation"
+ROOT = bundle_dir(BUNDLE)
+TRAIN = ["train.json", "configs/presets/la.json", "smoke.json"]
+
+pytestmark = pytest.mark.slow
+
+
+def la_phantoms(root: Path, labeled: int = 6, unlabeled: int = 4, split: str = "0.6/0.2/0.2") -> tuple[Path, Path]:
+    """LA phantoms (h5 + train.list) and a datalist with validation and test splits."""
+    proc = run_command([*MEDSEGZOO, "phantoms", root / "la", "--layout", "la", "--labeled", labeled,
+                        "--unlabeled", unlabeled, "--size", 40, "--seed", 0, "--quiet"])
+    folder = Path(proc.stdout.strip().splitlines()[-1])
+    datalist = root / "datalist.json"
+    run_command([*MEDSEGZOO, "datalist", "la", folder, "--out", datalist, "--split", split, "--seed", 0])
+    return folder, datalist
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("tcseg")
+    data, datalist = la_phantoms(tmp)
+    run_dir = tmp / "run"
+    proc = run_bundle(BUNDLE, TRAIN, {"dataset_dir": data, "datalist": datalist, "bundle_root": run_dir}, run_id="training")
+    return {"data": data, "datalist": datalist, "run": run_dir, "log": Path(tmp / "train.log"), "stdout": proc.stdout + proc.stderr}
+
+
+def test_training_writes_last_best_and_resumable_checkpoints(trained: dict[str, Path]) -> None:
+    models = trained["run"] / "models"
+    last = torch.load(models / "model_last.pt", map_location="cpu", weights_only=True)
+    assert {"network", "teacher", "optimizer", "lr_scheduler", "trainer"} <= set(last)
+    assert last["trainer"]["iteration"] == 4  # smoke: 4 iterations
+    assert (models / "model_best.pt").is_file()  # the phantom datalist has a validation split
+    # the EMA teacher differs from the student (it lags behind)
+    student, teacher = last["network"], last["teacher"]
+    assert student.keys() == teacher.keys()
+    assert any(not torch.equal(student[k], teacher[k]) for k in student if student[k].is_floating_point())
+    assert "val_mean_dice" in trained["stdout"]
+
+
+def test_inference_and_evaluation(trained: dict[str, Path]) -> None:
+    common = {"dataset_dir": trained["data"], "datalist": trained["datalist"], "bundle_root": trained["run"]}
+    run_bundle(BUNDLE, [*TRAIN, "inference.json"], common, run_id="inference")
+    preds = sorted((trained["run"] / "eval" / "pred_last").rglob("*_seg.nii.gz"))
+    test_cases = json.loads(trained["datalist"].read_text())["test"]
+    assert len(preds) == len(test_cases) == 2
+    case = next(c for c in test_cases if Path(c["image"]).parent.name in str(preds[0]))
+    with h5py.File(trained["data"] / case["label"], "r") as handle:
+        gt_shape = handle["label"].shape
+    pred = nib.load(str(preds[0]))
+    assert pred.shape == gt_shape  # inverted back to the original grid
+    assert np.allclose(np.abs(np.diag(pred.affine)[:3]), 0.625)  # the datalist's LA spacing
+    assert set(np.unique(np.asarray(pred.dataobj)).tolist()) <= {0, 1}
+    run_bundle(BUNDLE, [*TRAIN, "evaluate.json"], common, run_id="evaluating")
+    table = pd.read_csv(trained["run"] / "eval" / "report_last" / "per_case.csv")
+    assert len(table) == 2 and set(table["class"]) == {"left_atrium"}
+    assert {"dsc", "hd95", "assd"} <= set(table.columns)
+    assert table["dsc"].between(0, 1).all()
+    # best checkpoint too (a validation split exists)
+    run_bundle(BUNDLE, [*TRAIN, "inference.json"], {**common, "checkpoint": "best"}, run_id="inference")
+    assert len(list((trained["run"] / "eval" / "pred_best").rglob("*_seg.nii.gz"))) == 2
+
+
+def test_resume_continues_iteration_optimizer_and_scheduler(trained: dict[str, Path], tmp_path: Path) -> None:
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(trained["run"] / "models", run_dir / "models")
+    before = torch.load(run_dir / "models" / "model_last.pt", map_location="cpu", weights_only=True)
+    proc = run_bundle(BUNDLE, TRAIN, {"dataset_dir": trained["data"], "datalist": trained["datalist"], "bundle_root": run_dir,
+                                     "num_iterations": 6}, run_id="training")
+    assert "resumed from" in proc.stdout + proc.stderr
+    after = torch.load(run_dir / "models" / "model_last.pt", map_location="cpu", weights_only=True)
+    assert after["trainer"]["iteration"] == 6  # continued at 4, not restarted at 0
+    assert after["lr_scheduler"]["last_epoch"] == before["lr_scheduler"]["last_epoch"] + 2
+    momentum = next(iter(after["optimizer"]["state"].values()))["momentum_buffer"]
+    assert torch.isfinite(momentum).all()
+
+
+def test_verify_metadata_and_net_in_out() -> None:
+    proc = monai_bundle("verify_metadata", "--meta_file", ROOT / "configs/metadata.json", "--filepath", META_SCHEMA, cwd=ROOT)
+    assert "verified with no error" in proc.stdout + proc.stderr
+    proc = monai_bundle("verify_net_in_out", "network_def", "--meta_file", ROOT / "configs/metadata.json",
+                        "--config_file", ROOT / "configs/train.json", "--base_filters", "4", cwd=ROOT)
+    assert "verified with no error" in proc.stdout + proc.stderr
+
+
+def test_bad_inputs_fail_with_clear_messages(trained: dict[str, Path], tmp_path: Path) -> None:
+    common = {"dataset_dir": trained["data"], "datalist": trained["datalist"], "bundle_root": tmp_path / "bad"}
+    proc = run_bundle(BUNDLE, TRAIN, {**common, "labeled_ratio": 0.05}, run_id="training", check=False)
+    assert proc.returncode != 0 and "leaves no labeled case" in proc.stdout + proc.stderr
+    # an empty unlabeled loader and labeled cases with different classes are checked before any
+    # data is loaded too; their messages are tested in tests/test_engines_semi_supervised.py
