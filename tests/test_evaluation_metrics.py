@@ -419,3 +419,13 @@ def test_ignite_handler_reports_the_mean_and_details():
     ]
     assert engine.state.metrics["val_hd95"] == pytest.approx(np.mean(expected))
     assert tuple(engine.state.metric_details["val_hd95"].shape) == (2, 2, 6)
+
+
+def test_package_exports_resolve():
+    import medsegzoo.evaluation as evaluation
+
+    missing = [name for name in evaluation.__all__ if getattr(evaluation, name, None) is None]
+    assert missing == []
+    assert evaluation.compute_case_metrics is compute_case_metrics
+    with pytest.raises(AttributeError):
+        evaluation.no_such_name  # noqa: B018

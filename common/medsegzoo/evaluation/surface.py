@@ -12,14 +12,13 @@ protocols, value for value, but faster:
 3. The distance of a surfel to the other surface is the Euclidean distance in mm between
    its cube and the nearest surfel cube of the other mask, on the cube grid.
 
-DeepMind computes step 3 with two Euclidean distance transforms over the whole bounding box.
-Here a k-d tree over the other mask's surfel positions answers the same nearest-neighbour
-question for the surfels only (surfels are ~1 % of the box), and a surfel shared by both
-surfaces has distance 0 without a query. The distance of each pair is then recomputed from
-integer cube offsets exactly as scipy's ``distance_transform_edt`` does
-(``sqrt(sum((offset * spacing) ** 2))``), so the numbers are bit-identical whenever the
-nearest surfel is unique, and differ by at most a rounding step when two surfels are
-equally near. ``benchmarks/bench_metrics.py`` measures the gain.
+DeepMind computes step 3 with two Euclidean distance transforms over the whole bounding box
+and sorts the surfels in Python. Here each surfel looks for the nearest surfel of the other
+mask among the grid offsets of a small ball, nearest offset first (offset 0: a surfel both
+surfaces share), and only the few surfels with no hit in the ball query a k-d tree; both
+searches are exact. Distances are computed from integer cube offsets exactly as scipy's
+``distance_transform_edt`` computes them (``sqrt(sum((offset * spacing) ** 2))``), so they
+are bit-identical to DeepMind's. ``benchmarks/bench_metrics.py`` measures the gain.
 """
 
 from __future__ import annotations
@@ -46,8 +45,8 @@ __all__ = [
 
 
 def _as_spacing(spacing_mm: Sequence[float], ndim: int = 3) -> tuple[float, ...]:
-    # plain Python floats: nibabel zooms are float32, and float32 products would round
-    # differently from the float64 arithmetic of the reference
+    # plain Python floats: nibabel zooms are float32 and the area table must be built in
+    # float64 whatever type the header gives
     spacing = tuple(float(s) for s in np.asarray(spacing_mm, dtype=np.float64).reshape(-1))
     if len(spacing) != ndim or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise DataValidationError(f"voxel spacing must be {ndim} positive finite numbers (mm), got {list(spacing_mm)}")
