@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "datalist": "medsegzoo.commands.datalist",
     "evaluate": "medsegzoo.commands.evaluate",
     "compare": "medsegzoo.commands.compare",
+    "zoo": "medsegzoo.commands.zoo",
 }
 
 # one-line help, kept here so that `medsegzoo --help` imports nothing heavy
@@ -30,6 +31,7 @@ HELP: dict[str, str] = {
     "datalist": "build a MONAI datalist JSON from a data set folder in its public layout",
     "evaluate": "score predictions against ground truth (DSC, NSD, HD95, ASSD) and write a report",
     "compare": "compare several algorithms on the same cases (Touchstone statistics)",
+    "zoo": "pack bundles into reproducible zips + index, serve a zoo on 127.0.0.1, download with checksum",
 }
 
 
