@@ -24,7 +24,6 @@ import sys
 import time
 
 import numpy as np
-from scipy import ndimage
 
 TOUCHSTONE9 = ("spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "aorta", "postcava", "pancreas")
 
@@ -82,7 +81,7 @@ def make_case(shape: tuple[int, int, int], spacing: tuple[float, float, float], 
             for target, extra in ((gt, 0.0), (pred, 1.0)):
                 c = centre + extra * shift
 
-                def implicit(x, y, z, c=c, r=radii, extra=extra):
+                def implicit(x, y, z, c=c, r=radii, extra=extra, shape_field=shape_field, error_field=error_field):
                     u, v, w = (x - c[0]) / r[0], (y - c[1]) / r[1], (z - c[2]) / r[2]
                     deform = 0.25 * shape_field(x, y, z) + extra * 0.08 * error_field(x, y, z)
                     return u * u + v * v + w * w - 1 + deform
@@ -95,7 +94,7 @@ def make_case(shape: tuple[int, int, int], spacing: tuple[float, float, float], 
             for target, extra in ((gt, 0.0), (pred, 1.0)):
                 x0, y0, top = cx + extra * shift[0], cy + extra * shift[1], z1 + extra * 3 * shift[2]
 
-                def implicit(x, y, z, x0=x0, y0=y0, r=radius, top=top, extra=extra):
+                def implicit(x, y, z, x0=x0, y0=y0, r=radius, top=top, extra=extra, bend=bend, z0=z0):
                     radial = np.hypot(x - x0 - bend * np.sin(z / 60), y - y0) / (r * (1 + 0.1 * extra * np.sin(z / 13))) - 1
                     return np.maximum(radial, np.maximum(z0 - z, z - top))
 

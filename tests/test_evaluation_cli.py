@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import surface_distance as deepmind
-
 from medsegzoo.cli import main
 from medsegzoo.data.io import save_volume
 
@@ -106,3 +106,40 @@ def test_label_values_outside_the_system_exit_with_the_file_named(folders, capsy
     assert _run("--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--labels", "aeval8", "--out", str(folders / "x")) == 1
     err = capsys.readouterr().err
     assert "a.nii.gz: label values [9] are not in label system 'aeval8'" in err
+
+
+@pytest.mark.slow
+def test_phantom_abdomenatlas_folder_and_its_datalist(tmp_path):
+    """Ground truth written by the phantom generator in the AbdomenAtlas layout, read as a folder and as a datalist."""
+    from medsegzoo.data.io import load_volume
+    from medsegzoo.data.phantoms import write_phantom_dataset
+    from medsegzoo.evaluation.metrics import compute_class_metrics
+    from medsegzoo.taxonomy import get_label_system
+    from scipy import ndimage
+
+    root = write_phantom_dataset(tmp_path / "atlas", "abdomenatlas", cases=2, size=40, seed=3)
+    system = get_label_system("touchstone9")
+    case = min(p.name for p in root.iterdir() if p.is_dir())
+    masks = {}
+    for name in system.classes:
+        stem = "gall_bladder" if name == "gallbladder" else name
+        masks[name], affine, spacing = load_volume(root / case / "segmentations" / f"{stem}.nii.gz")
+    prediction = np.zeros(masks["liver"].shape, np.uint8)
+    for value, name in system.labels.items():
+        mask = masks[name].astype(bool)
+        prediction[ndimage.binary_erosion(mask) if name == "liver" else mask] = value
+    save_volume(tmp_path / "pred" / f"{case}.nii.gz", prediction, affine)
+
+    expected = compute_class_metrics(ndimage.binary_erosion(masks["liver"].astype(bool)), masks["liver"], spacing, 1.5)
+    assert main(["datalist", "abdomenatlas", str(root), "--out", str(tmp_path / "atlas.json")]) == 0
+    for gt in (root, tmp_path / "atlas.json"):
+        out = tmp_path / f"report_{Path(gt).suffix or 'folder'}"
+        assert _run("--pred", str(tmp_path / "pred"), "--gt", str(gt), "--labels", "touchstone9", "--out", str(out),
+                    "--convention", "touchstone", "--allow-missing") == 0
+        table = pd.read_csv(out / "per_case.csv").set_index("class")
+        assert set(table["case"]) == {case}
+        assert table.loc["liver", "dsc"] == pytest.approx(expected["dsc"]) and table.loc["liver", "dsc"] < 1
+        assert table.loc["liver", "nsd"] == pytest.approx(expected["nsd"])
+        others = table.drop(index="liver")
+        assert (others.loc[others["gt_present"], "dsc"] == 1.0).all()
+        assert json.loads((out / "evaluation.json").read_text())["skipped_missing_ground_truth"] == []

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import ndimage
-
 from medsegzoo.data.io import save_volume
 from medsegzoo.errors import DataValidationError, LayoutError, UnknownNameError
 from medsegzoo.evaluation.engine import discover_cases, evaluate_cases
 from medsegzoo.evaluation.metrics import compute_case_metrics
 from medsegzoo.taxonomy import get_label_system
+from scipy import ndimage
 
 SPACING = (0.75, 1.25, 2.0)  # exact in float32, as NIfTI headers store them
 AFFINE = np.diag([*SPACING, 1.0])
@@ -85,14 +84,14 @@ def test_label_map_folders_give_the_metric_values(maps):
 
 @pytest.mark.slow
 def test_worker_processes_give_the_same_table(maps):
-    gt, pred, gt_dir, pred_dir = maps
+    _, _, gt_dir, pred_dir = maps
     serial = evaluate_cases(pred_dir, gt_dir, "touchstone9", workers=1, progress=False).table
     parallel = evaluate_cases(pred_dir, gt_dir, "touchstone9", workers=2, progress=False).table
     pd.testing.assert_frame_equal(serial, parallel)
 
 
 def test_per_class_mask_folders_on_either_side(maps, tmp_path):
-    gt, pred, gt_dir, pred_dir = maps
+    gt, pred, gt_dir, _ = maps
     masks_dir = _write_masks(tmp_path / "pred_masks", pred)
     assert (masks_dir / "case0" / "segmentations" / "gall_bladder.nii.gz").is_file()
     expected = _expected(gt, pred, "touchstone", "touchstone")
@@ -149,7 +148,7 @@ def test_datalist_ground_truth_in_a_native_label_system(tmp_path):
 
 
 def test_metadata_csv_is_joined_on_case(maps, tmp_path):
-    gt, pred, gt_dir, pred_dir = maps
+    _, _, gt_dir, pred_dir = maps
     csv = tmp_path / "meta.csv"
     pd.DataFrame({"case_id": ["case0", "case1", "case2"], "sex": ["F", "M", "F"], "age": [50, 60, 70]}).to_csv(csv, index=False)
     table = evaluate_cases(pred_dir, gt_dir, "touchstone9", workers=1, progress=False, metadata=csv).table
@@ -164,7 +163,7 @@ def test_metadata_csv_is_joined_on_case(maps, tmp_path):
 
 
 def test_missing_cases_fail_by_default_and_are_counted_when_allowed(maps):
-    gt, pred, gt_dir, pred_dir = maps
+    _, pred, gt_dir, pred_dir = maps
     (pred_dir / "case1.nii.gz").unlink()
     save_volume(pred_dir / "extra.nii.gz", pred["case0"], AFFINE)
     with pytest.raises(DataValidationError, match=r"1 case\(s\) .* no prediction .*case1.*1 prediction\(s\) .*extra.*allow-missing"):
@@ -178,7 +177,7 @@ def test_missing_cases_fail_by_default_and_are_counted_when_allowed(maps):
 
 
 def test_different_shapes_or_affines_name_both_files(maps):
-    gt, pred, gt_dir, pred_dir = maps
+    _, pred, gt_dir, pred_dir = maps
     save_volume(pred_dir / "case0.nii.gz", pred["case0"][:, :, :-1], AFFINE)
     with pytest.raises(DataValidationError, match=r"pred/case0.nii.gz has shape \(20, 18, 11\) but .*gt/case0.nii.gz"):
         evaluate_cases(pred_dir, gt_dir, "touchstone9", workers=1, progress=False)
@@ -190,7 +189,7 @@ def test_different_shapes_or_affines_name_both_files(maps):
 
 
 def test_label_values_outside_the_system_name_file_and_values(maps):
-    gt, pred, gt_dir, pred_dir = maps
+    _, pred, gt_dir, pred_dir = maps
     bad = pred["case2"].copy()
     bad[0, 0, 0], bad[1, 0, 0] = 12, 40
     save_volume(pred_dir / "case2.nii.gz", bad, AFFINE)
@@ -202,7 +201,7 @@ def test_label_values_outside_the_system_name_file_and_values(maps):
 
 
 def test_non_binary_or_missing_masks_name_the_file(maps, tmp_path):
-    gt, pred, gt_dir, _ = maps
+    _, pred, gt_dir, _ = maps
     masks_dir = _write_masks(tmp_path / "pm", pred)
     liver = masks_dir / "case1" / "segmentations" / "liver.nii.gz"
     save_volume(liver, (pred["case1"] == 5).astype(np.uint8) * 255, AFFINE)

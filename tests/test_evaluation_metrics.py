@@ -7,8 +7,6 @@ import math
 import numpy as np
 import pytest
 import surface_distance as deepmind
-from scipy import ndimage
-
 from medsegzoo.errors import DataValidationError, UnknownNameError
 from medsegzoo.evaluation.conventions import (
     AEVAL,
@@ -25,7 +23,12 @@ from medsegzoo.evaluation.metrics import (
     label_bounding_boxes,
     volume_diagonal_mm,
 )
-from medsegzoo.evaluation.surface import compute_surface_distances, neighbour_codes, surfel_area_table
+from medsegzoo.evaluation.surface import (
+    compute_surface_distances,
+    neighbour_codes,
+    surfel_area_table,
+)
+from scipy import ndimage
 
 
 def _blobs(rng: np.random.Generator, shape: tuple[int, ...], sigma: float = 2.0) -> np.ndarray:
@@ -159,7 +162,7 @@ def test_dice_matches_medpy_and_monai():
         gt, pred = _blobs(rng, (16, 18, 14)), _blobs(rng, (16, 18, 14))
         ours = dice_coefficient(pred, gt)
         assert ours == medpy_binary.dc(pred, gt)
-        onehot = lambda m: torch.from_numpy(np.stack([~m, m])[None].astype(np.float32))  # noqa: E731
+        onehot = lambda m: torch.from_numpy(np.stack([~m, m])[None].astype(np.float32))
         assert ours == pytest.approx(compute_dice(onehot(pred), onehot(gt), include_background=False).item(), abs=1e-6)
 
 
@@ -170,7 +173,7 @@ def test_nsd_matches_monai_subvoxel_surface_dice():
     rng = np.random.default_rng(11)
     spacing = (0.8, 1.3, 2.0)
     gt, pred = _blobs(rng, (18, 16, 14)), _blobs(rng, (18, 16, 14))
-    onehot = lambda m: torch.from_numpy(np.stack([~m, m])[None].astype(np.float32))  # noqa: E731
+    onehot = lambda m: torch.from_numpy(np.stack([~m, m])[None].astype(np.float32))
     for tolerance in (1.0, 2.5):
         monai_nsd = compute_surface_dice(
             onehot(pred), onehot(gt), [tolerance], include_background=False, spacing=list(spacing), use_subvoxels=True
@@ -351,9 +354,8 @@ def _batch(rng: np.random.Generator, shape=(14, 12, 10)):
 
 def test_monai_metric_equals_case_metrics_for_label_maps_and_one_hot():
     torch = pytest.importorskip("torch")
-    from monai.data import MetaTensor
-
     from medsegzoo.evaluation.monai_metric import SegmentationMetrics
+    from monai.data import MetaTensor
 
     rng = np.random.default_rng(21)
     pred, gt = _batch(rng)
@@ -364,7 +366,7 @@ def test_monai_metric_equals_case_metrics_for_label_maps_and_one_hot():
     y = MetaTensor(torch.from_numpy(gt[:, None]), affine=affine)
     metric(y_pred=y_pred, y=y)
     # the same cases as one-hot channel-first lists, spacing passed explicitly
-    onehot = lambda a: torch.from_numpy(np.stack([a == 0, a == 1, a == 2]).astype(np.float32))  # noqa: E731
+    onehot = lambda a: torch.from_numpy(np.stack([a == 0, a == 1, a == 2]).astype(np.float32))
     metric([onehot(p) for p in pred], [onehot(g) for g in gt], spacing=(0.8, 1.2, 2.0))
     table = metric.table(["a", "b", "a1", "b1"])
     for i, case in enumerate(["a", "b"]):
@@ -399,9 +401,8 @@ def test_monai_metric_refuses_to_guess_spacing_and_probabilities():
 def test_ignite_handler_reports_the_mean_and_details():
     torch = pytest.importorskip("torch")
     from ignite.engine import Engine
-    from monai.handlers import from_engine
-
     from medsegzoo.evaluation.monai_metric import SegmentationMetricsHandler
+    from monai.handlers import from_engine
 
     rng = np.random.default_rng(4)
     pred, gt = _batch(rng)
@@ -422,7 +423,7 @@ def test_ignite_handler_reports_the_mean_and_details():
 
 
 def test_package_exports_resolve():
-    import medsegzoo.evaluation as evaluation
+    from medsegzoo import evaluation
 
     missing = [name for name in evaluation.__all__ if getattr(evaluation, name, None) is None]
     assert missing == []

@@ -81,5 +81,5 @@ _EXPORTS: dict[str, str] = {
     "significance_map_plot": _PLOTS,
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - the names of _EXPORTS, as the other packages do
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

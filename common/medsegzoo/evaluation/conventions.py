@@ -33,7 +33,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal, Union
+from typing import Literal
 
 from medsegzoo.errors import UnknownNameError
 
@@ -58,7 +58,7 @@ EMPTY_CASES: tuple[str, ...] = ("both_empty", "gt_empty", "pred_empty")
 # placeholder for "the diagonal of the image volume in mm", resolved per case
 VOLUME_DIAGONAL = "volume_diagonal"
 
-Outcome = Union[float, str]  # a number (NaN allowed) or VOLUME_DIAGONAL
+Outcome = float | str  # a number (NaN allowed) or VOLUME_DIAGONAL
 
 
 def empty_case(gt_present: bool, pred_present: bool) -> EmptyCase | None:

@@ -386,10 +386,10 @@ def _integer_labels(volume: _Volume) -> np.ndarray:
 
 
 def _check_values(labels: np.ndarray, boxes: Mapping[int, Any], allowed: Iterable[int], path: str, system: str) -> None:
-    allowed = set(int(v) for v in allowed)
+    allowed = {int(v) for v in allowed}
     bad = sorted(v for v in boxes if v not in allowed)
     if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
-        bad = sorted(set(int(v) for v in np.unique(labels[labels < 0])) | set(bad))
+        bad = sorted({int(v) for v in np.unique(labels[labels < 0])} | set(bad))
     if bad:
         raise DataValidationError(
             f"{path}: label values {bad[:20]} are not in label system {system!r} (its values: {sorted(allowed)})"
@@ -493,10 +493,12 @@ def evaluate_case(pair: CasePair, settings: EvaluationSettings) -> list[dict[str
     system = settings.system
     classes = _scored_classes(pair.gt, system)
     value_of = {c: v for v, c in zip(system.values, system.classes)}
-    common = dict(
-        tolerances_mm=settings.tolerances_mm, convention=settings.convention,
-        metrics=settings.metrics, hd_percentile=settings.hd_percentile,
-    )
+    common = {
+        "tolerances_mm": settings.tolerances_mm,
+        "convention": settings.convention,
+        "metrics": settings.metrics,
+        "hd_percentile": settings.hd_percentile,
+    }
     gt_labels = pred_labels = None
     if pair.gt.label is not None:
         gt_volume, gt_labels, gt_boxes = _read_label_side(pair.gt, system, "ground truth")

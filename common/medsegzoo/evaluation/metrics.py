@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 from medsegzoo.errors import DataValidationError, UnknownNameError
-from medsegzoo.evaluation.conventions import EmptyMaskConvention, empty_case, get_convention, get_tolerances
+from medsegzoo.evaluation.conventions import (
+    EmptyMaskConvention,
+    empty_case,
+    get_convention,
+    get_tolerances,
+)
 from medsegzoo.evaluation.surface import _as_spacing, surface_distances_in_box
 
 __all__ = [
@@ -47,7 +52,7 @@ DISTANCE_METRICS: frozenset[str] = frozenset({"hd95", "assd"})
 _SURFACE_METRICS = frozenset({"nsd", "hd95", "assd"})
 
 Box = tuple[slice, ...]
-ClassSpec = Union[Mapping[int, str], Sequence[tuple[str, np.ndarray, np.ndarray]]]
+ClassSpec = Mapping[int, str] | Sequence[tuple[str, np.ndarray, np.ndarray]]
 
 
 def dice_coefficient(pred: np.ndarray, gt: np.ndarray) -> float:

@@ -24,8 +24,8 @@ from the ``affine`` of a MONAI ``MetaTensor`` (ground truth first), else from th
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
