@@ -431,48 +431,60 @@ def _scored_classes(gt: CaseSource, system: Any) -> list[str]:
     return [c for c in system.classes if c in covered]
 
 
-def _read_label_side(source: CaseSource, system: Any, role: str) -> tuple[_Volume, np.ndarray, dict[int, Any]]:
-    """Read a label map, convert it to ``system`` and return it with its per-value boxes."""
-    from medsegzoo.taxonomy import convert_label_map, get_label_system
+class _LabelSide:
+    """One side given as a label map: read, converted to the system, values checked, boxes found."""
 
-    assert source.label is not None
-    volume = _read(source.label)
-    labels = _integer_labels(volume)
-    native = source.label_system or system.name
-    if native != system.name:
-        labels = convert_label_map(labels, native, system, affine=volume.affine, context=f"{role} {source.label}")
-        boxes = label_bounding_boxes(labels)
-    else:
-        boxes = label_bounding_boxes(labels)
-        _check_values(labels, boxes, get_label_system(native).values, source.label, native)
-    return volume, labels, boxes
+    def __init__(self, source: CaseSource, system: Any, role: str) -> None:
+        from medsegzoo.taxonomy import convert_label_map, get_label_system
 
-
-def _read_masks(source: CaseSource, classes: Sequence[str]) -> tuple[_Volume, dict[str, np.ndarray]]:
-    from medsegzoo.taxonomy import canonical_name
-
-    by_class = {canonical_name(k): v for k, v in (source.masks or {}).items()}
-    missing = [c for c in classes if c not in by_class]
-    if missing:
-        raise DataValidationError(
-            f"{source.where}: no mask file for class(es) {missing} (found: {sorted(by_class)}); "
-            f"write an empty mask for an organ that is absent"
-        )
-    masks: dict[str, np.ndarray] = {}
-    first: _Volume | None = None
-    for name in classes:
-        volume = _read(by_class[name])
-        if first is None:
-            first = volume
+        assert source.label is not None
+        self.reference = _read(source.label)
+        labels = _integer_labels(self.reference)
+        native = source.label_system or system.name
+        if native != system.name:
+            labels = convert_label_map(labels, native, system, affine=self.reference.affine, context=f"{role} {source.label}")
+            self.boxes = label_bounding_boxes(labels)
         else:
-            _same_grid(volume, first)
-        masks[name] = _binary_mask(volume, name)
-    if first is None:  # no class to score: still read one file for the geometry
-        files = sorted(by_class.values())
-        if not files:
+            self.boxes = label_bounding_boxes(labels)
+            _check_values(labels, self.boxes, get_label_system(native).values, source.label, native)
+        self.labels = labels
+        self._value_of = {c: v for v, c in zip(system.values, system.classes)}
+
+    def mask(self, name: str) -> np.ndarray:
+        return self.labels == self._value_of[name]
+
+
+class _MaskSide:
+    """One side given as per-class mask files, read one class at a time (bounded memory)."""
+
+    def __init__(self, source: CaseSource, classes: Sequence[str]) -> None:
+        from medsegzoo.taxonomy import canonical_name
+
+        self.files = {canonical_name(k): v for k, v in (source.masks or {}).items()}
+        missing = [c for c in classes if c not in self.files]
+        if missing:
+            raise DataValidationError(
+                f"{source.where}: no mask file for class(es) {missing} (found: {sorted(self.files)}); "
+                f"write an empty mask for an organ that is absent"
+            )
+        if not self.files:
             raise DataValidationError(f"{source.where}: no mask files")
-        first = _read(files[0])
-    return first, masks
+        # the first scored class's file gives the geometry, and is kept for its mask() call
+        self._first_name = classes[0] if classes else None
+        self.reference = _read(self.files[classes[0]] if classes else min(self.files.values()))
+        self.labels = None
+
+    def mask(self, name: str) -> np.ndarray:
+        if name == self._first_name:
+            volume, self._first_name = self.reference, None
+        else:
+            volume = _read(self.files[name])
+            _same_grid(volume, self.reference)
+        return _binary_mask(volume, name)
+
+
+def _open_side(source: CaseSource, classes: Sequence[str], system: Any, role: str) -> _LabelSide | _MaskSide:
+    return _LabelSide(source, system, role) if source.label is not None else _MaskSide(source, classes)
 
 
 def evaluate_case(pair: CasePair, settings: EvaluationSettings) -> list[dict[str, Any]]:
@@ -492,40 +504,24 @@ def evaluate_case(pair: CasePair, settings: EvaluationSettings) -> list[dict[str
     """
     system = settings.system
     classes = _scored_classes(pair.gt, system)
-    value_of = {c: v for v, c in zip(system.values, system.classes)}
     common = {
         "tolerances_mm": settings.tolerances_mm,
         "convention": settings.convention,
         "metrics": settings.metrics,
         "hd_percentile": settings.hd_percentile,
     }
-    gt_labels = pred_labels = None
-    if pair.gt.label is not None:
-        gt_volume, gt_labels, gt_boxes = _read_label_side(pair.gt, system, "ground truth")
-        gt_masks = None
-    else:
-        gt_volume, gt_masks = _read_masks(pair.gt, classes)
-    if pair.pred.label is not None:
-        pred_volume, pred_labels, pred_boxes = _read_label_side(pair.pred, system, "prediction")
-        _same_grid(pred_volume, gt_volume)
-        pred_masks = None
-    else:
-        pred_volume, pred_masks = _read_masks(pair.pred, classes)
-        _same_grid(pred_volume, gt_volume)
-    spacing = gt_volume.spacing
-    if gt_labels is not None and pred_labels is not None:
+    gt = _open_side(pair.gt, classes, system, "ground truth")
+    pred = _open_side(pair.pred, classes, system, "prediction")
+    _same_grid(pred.reference, gt.reference)
+    spacing = gt.reference.spacing
+    if isinstance(gt, _LabelSide) and isinstance(pred, _LabelSide):
+        value_of = {c: v for v, c in zip(system.values, system.classes)}
         rows = compute_case_metrics(
-            pred_labels, gt_labels, spacing, {value_of[c]: c for c in classes}, boxes=(pred_boxes, gt_boxes), **common
+            pred.labels, gt.labels, spacing, {value_of[c]: c for c in classes}, boxes=(pred.boxes, gt.boxes), **common
         )
     else:
-        triples = [
-            (
-                c,
-                pred_masks[c] if pred_masks is not None else pred_labels == value_of[c],
-                gt_masks[c] if gt_masks is not None else gt_labels == value_of[c],
-            )
-            for c in classes
-        ]
+        # one class's two masks at a time: per-class files are never all in memory at once
+        triples = ((c, pred.mask(c), gt.mask(c)) for c in classes)
         rows = compute_case_metrics(None, None, spacing, triples, **common)
     return [{"case": pair.case_id, **row, **pair.gt.metadata} for row in rows]
 

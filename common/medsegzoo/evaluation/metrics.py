@@ -52,7 +52,7 @@ DISTANCE_METRICS: frozenset[str] = frozenset({"hd95", "assd"})
 _SURFACE_METRICS = frozenset({"nsd", "hd95", "assd"})
 
 Box = tuple[slice, ...]
-ClassSpec = Mapping[int, str] | Sequence[tuple[str, np.ndarray, np.ndarray]]
+ClassSpec = Mapping[int, str] | Iterable[tuple[str, np.ndarray, np.ndarray]]
 
 
 def dice_coefficient(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -332,7 +332,7 @@ def compute_case_metrics(
     * label maps: ``pred`` and ``gt`` are 3D integer maps with the same values, ``classes``
       maps label value -> class name. Values not in ``classes`` are ignored here (the
       engine rejects them with the file name before calling this).
-    * per-class masks: ``pred = gt = None`` and ``classes`` is a list of
+    * per-class masks: ``pred = gt = None`` and ``classes`` is a list (or any iterable, read lazily) of
       ``(name, pred_mask, gt_mask)`` with full-size binary masks.
 
     Args:
