@@ -23,14 +23,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # set before pyplot is imported: reports run on headless machines
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
-from medsegzoo.evaluation.stats import BootstrapRanking  # noqa: E402
-from medsegzoo.utils import atomic_path  # noqa: E402
+from medsegzoo.evaluation.stats import BootstrapRanking
+from medsegzoo.utils import atomic_path
 
 __all__ = ["bootstrap_blob_plot", "box_plot", "matrix_heatmap", "save_figure", "significance_map_plot"]
 

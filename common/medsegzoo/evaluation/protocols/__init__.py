@@ -38,5 +38,5 @@ _EXPORTS: dict[str, str] = {
     "volume_mm3": "medsegzoo.evaluation.protocols.speed",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605 - a list, built from the table above
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

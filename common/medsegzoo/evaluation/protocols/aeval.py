@@ -304,9 +304,11 @@ class AEvalResult:
         """The train x test table and one per-class table per metric, as Markdown."""
         first = next(iter(self.matrices.values()))
         parts = [
-            f"Rows: training set; columns: test set. Each cell is the mean over cases per class, then over "
-            f"the {len(first.classes)} classes ({', '.join(first.classes)}); classes a test set does not "
-            f"label are left out, not counted as zero. Mean ± SD over cells, population SD (ddof={first.ddof}).\n\n",
+            (
+                f"Rows: training set; columns: test set. Each cell is the mean over cases per class, then over "
+                f"the {len(first.classes)} classes ({', '.join(first.classes)}); classes a test set does not "
+                f"label are left out, not counted as zero. Mean ± SD over cells, population SD (ddof={first.ddof}).\n\n"
+            ),
             markdown_table(self.table(digits)),
         ]
         if first.has_mixed_modalities():

@@ -184,7 +184,7 @@ def multirun_summary(
                             "statistic": stat,
                             "metric": metric,
                             "value": value if reported else float("nan"),
-                            "n_runs": int(len(sub)),
+                            "n_runs": len(sub),
                             "seed": s,
                             "reported": reported and bool(len(sub)),
                         }

@@ -19,6 +19,7 @@ What it computes (paper 003, REFERENCE.md section 5):
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -174,7 +175,7 @@ def bin_metadata(values: pd.Series, bins: Sequence[float] | None = None) -> pd.S
         bins = DEFAULT_AGE_BINS
     if numeric and bins is not None:
         edges = list(bins)
-        labels = [_interval_label(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+        labels = [_interval_label(lo, hi) for lo, hi in itertools.pairwise(edges)]
         return pd.cut(values, edges, right=False, labels=labels).astype(object).where(values.notna())
     if numeric and values.nunique() > MAX_NUMERIC_LEVELS:
         return pd.qcut(values, 4, duplicates="drop").astype(str).where(values.notna())
