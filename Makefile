@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bundles zoo bench clean
+.PHONY: install demo test lint bundles zoo bench experiments clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,14 +29,24 @@ lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff
 	$(VENV)/bin/ruff check common tests benchmarks
 
+# verify every bundle's metadata against the offline copy of MONAI's schema
 bundles: $(STAMP)
-	$(PY) -m medsegzoo.bundles_check
+	@for b in bundles/*/; do \
+	  echo "== $$b"; \
+	  $(PY) -m monai.bundle verify_metadata --meta_file $$b/configs/metadata.json \
+	    --filepath common/medsegzoo/resources/meta_schema.json || exit 1; \
+	done
 
 zoo: $(STAMP)
 	$(VENV)/bin/medsegzoo zoo pack --out zoo
 
+# speed: ours and the named baseline in one process, ratio printed
 bench: $(STAMP)
-	MPLBACKEND=Agg $(PY) benchmarks/run_all.py
+	MPLBACKEND=Agg $(PY) benchmarks/bench_metrics.py
+
+# phantom experiments of the bundles (CPU minutes each; tables go into the bundle READMEs)
+experiments: $(STAMP)
+	@for f in benchmarks/*_experiment.py; do echo "== $$f"; MPLBACKEND=Agg HF_HUB_OFFLINE=1 $(PY) $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) zoo .pytest_cache
