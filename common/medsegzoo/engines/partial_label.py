@@ -87,9 +87,10 @@ def check_partial_label_datalist(
         raise DataValidationError(f"{source}: the split {keys[0]!r} is empty or missing")
     mask = LabeledClassesMask(system)
     problems: list[str] = []
+    usable: dict[str, list[Any]] = {}  # cases whose class list is fine go on to the file checks
     for key in present:
         for i, entry in enumerate(loaded[key]):
-            where = f"{source}: {key}[{i}] (case {entry.get('case_id')!r})"
+            where = f"{key}[{i}] (case {entry.get('case_id')!r})"
             names = entry.get("labeled_classes")
             if not isinstance(names, list) or not names:
                 problems.append(f"{where}: 'labeled_classes' is empty or missing; name the classes its label covers")
@@ -104,12 +105,20 @@ def check_partial_label_datalist(
                     f"{where}: labeled classes {names} cover none of the {system!r} classes "
                     f"({', '.join(mask.system.classes)})"
                 )
+                continue
+            usable.setdefault(key, []).append(entry)
+    if usable:
+        # files, geometry and label values (within each case's data set map), all at once
+        base = resolve_base_dir(loaded, None if isinstance(datalist, Mapping) else datalist, base_dir)
+        try:
+            validate_datalist(dict(loaded, **{k: usable.get(k, []) for k in present}), base, check_voxels=check_voxels, keys=list(usable),
+                              workers=workers)
+        except DataValidationError as err:
+            problems.append(str(err))
     if problems:
         raise DataValidationError(
-            f"{source}: {len(problems)} case(s) cannot be used for partial-label training:\n  "
-            + "\n  ".join(problems)
+            f"{source}: cannot be used for partial-label training ({system}):\n  " + "\n  ".join(problems)
         )
-    validate_datalist(datalist, base_dir, check_voxels=check_voxels, keys=present, workers=workers)
     return sum(len(loaded[k]) for k in present)
 
 

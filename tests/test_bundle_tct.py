@@ -1,0 +1,187 @@
+"""Bundle tct_partial_label_segmentation through the real `python -m monai.bundle` CLI.
+
+Phantoms of three partially labeled data sets (KiTS19-like kidneys, MSD liver, MSD spleen) from
+different sites are written and listed with the real `medsegzoo phantoms` / `medsegzoo datalist`
+commands and mixed into one datalist; a BTCV-like fully labeled set of another site is the
+unseen test set.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bundle_utils import (
+    META_SCHEMA,
+    bundle_dir,
+    config_files_arg,
+    make_mixed_phantom_datalist,
+    make_phantom_datalist,
+    monai_bundle,
+    run_bundle,
+)
+from medsegzoo.engines.partial_label import prediction_path
+from medsegzoo.inference.overlay import save_overlay_png
+
+BUNDLE = "tct_partial_label_segmentation"
+TRAIN = ["train.json", "smoke.json"]
+INFER = ["train.json", "inference.json", "smoke.json"]
+EVAL = ["train.json", "inference.json", "evaluate.json", "smoke.json"]
+PARTS = [
+    {"layout": "kits19", "cases": 4, "seed": 1, "site": 1},
+    {"layout": "msd_liver", "cases": 4, "seed": 2, "site": 2},
+    {"layout": "msd_spleen", "cases": 4, "seed": 3, "site": 0},
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tct_data")
+    dataset_dir, datalist = make_mixed_phantom_datalist(root, PARTS, size=48)
+    unseen_dir, unseen = make_phantom_datalist(root, "btcv", cases=2, size=48, seed=9, site=4, split=None)
+    return {"dataset_dir": dataset_dir, "datalist": datalist, "unseen_dir": unseen_dir, "unseen": unseen}
+
+
+def _load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.slow
+def test_crash_resume_inference_evaluate(data, tmp_path):
+    out = tmp_path / "bundle"
+    common = {"dataset_dir": data["dataset_dir"], "datalist": data["datalist"], "bundle_root": out}
+    # 1) `run` form, killed hard (no exception handler, no final checkpoint) after iteration 3;
+    #    checkpoints every 2 iterations, so the last one on disk is iteration 2
+    crash = tmp_path / "crash.json"
+    crash.write_text(json.dumps({
+        "checkpoint_interval": 2,
+        "run": [
+            "$@train#resume.attach(@train#trainer)",
+            "$@train#checkpoint_saver.attach(@train#trainer)",
+            "$@train#trainer.add_event_handler(monai.engines.workflow.Events"
+            ".ITERATION_COMPLETED(once=3), lambda engine: os._exit(3))",
+            "$@train#trainer.run()",
+        ],
+    }))
+    proc = run_bundle(BUNDLE, [*TRAIN, str(crash)], common, check=False)
+    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    saved = sorted(p.name for p in (out / "models").glob("*.pt"))
+    assert saved == ["checkpoint_iteration=2.pt"], saved
+
+    # 2) the same training started again (`run training` form) resumes from iteration 2
+    proc = run_bundle(BUNDLE, TRAIN, common, run_id="training")
+    log = proc.stdout + proc.stderr
+    match = re.search(r"resumed from \S*checkpoint_iteration=2\.pt at iteration (\d+) \(epoch (\d+)\)", log)
+    assert match and match.group(1) == "2", log[-3000:]
+    assert "Engine run resuming from iteration" in log
+    # 6 training cases, batch 2: 3 iterations per epoch, 2 epochs
+    final = _load(out / "models" / "checkpoint_final_iteration=6.pt")
+    assert final["trainer"]["iteration"] == 6
+    adam_steps = {int(s["step"]) for s in final["optimizer"]["state"].values()}
+    assert adam_steps == {6}  # optimizer state carried over: 2 before the crash + 4 after
+    assert final["lr_scheduler"]["last_epoch"] == 2  # epoch-level scheduler stepped twice
+    assert set(final["loss"]) == {"log_sigma_main", "log_sigma_aux"}  # UAUWL uncertainties saved
+    assert any(k.startswith("aux_heads.") for k in final["network"])
+    assert (out / "models" / "model.pt").is_file()  # best validation model
+
+    # 3) inference with per-organ masks, from the trained checkpoint
+    run_bundle(BUNDLE, INFER, {**common, "save_organ_masks": True}, run_id="inference")
+    test_cases = json.loads(data["datalist"].read_text())["test"]
+    assert len(test_cases) == 3
+    for case in test_cases:
+        image = data["dataset_dir"] / case["image"]
+        pred_file = prediction_path(image, out / "eval" / "predictions", data["dataset_dir"])
+        pred, img = nib.load(str(pred_file)), nib.load(str(image))
+        assert pred.shape[:3] == img.shape[:3] and np.allclose(pred.affine, img.affine, atol=1e-3)
+        values = set(np.unique(np.asarray(pred.dataobj)).tolist())
+        assert values <= {0, 1, 2, 3, 4, 5}
+        liver = pred_file.with_name(pred_file.name.replace("_seg.nii.gz", "_seg_liver.nii.gz"))
+        assert np.array_equal(np.asarray(nib.load(str(liver)).dataobj), (np.asarray(pred.dataobj) == 3).astype(np.uint8))
+    png = save_overlay_png(image, pred_file, tmp_path / "overlay.png")
+    assert png.stat().st_size > 1000
+
+    # 4) evaluate on the partially labeled test split: only each case's labeled classes count
+    run_bundle(BUNDLE, EVAL, common, run_id="evaluating")
+    table = pd.read_csv(out / "eval" / "report_test" / "per_case.csv")
+    expected = {("kits19", "kidney_left"), ("kits19", "kidney_right"), ("msd_liver", "liver"), ("msd_spleen", "spleen")}
+    assert set(zip(table["dataset"], table["class"])) == expected
+    assert table["dsc"].between(0, 1).all()
+    assert (out / "eval" / "report_test" / "summary.md").is_file()
+
+    # 5) evaluate on the fully labeled unseen set of another site: every class counts
+    run_bundle(BUNDLE, EVAL, {**common, "dataset_dir": data["unseen_dir"], "datalist": data["unseen"],
+                              "infer_split": "training", "eval_name": "btcv_unseen"}, run_id="evaluating")
+    table = pd.read_csv(out / "eval" / "report_btcv_unseen" / "per_case.csv")
+    assert sorted(set(table["class"])) == sorted(["kidney_left", "kidney_right", "liver", "pancreas", "spleen"])
+    assert len(set(table["case"])) == 2
+
+
+def test_verify_metadata_and_net_in_out():
+    root = bundle_dir(BUNDLE)
+    proc = monai_bundle("verify_metadata", "--meta_file", root / "configs" / "metadata.json", "--filepath", META_SCHEMA)
+    assert "metadata is verified with no error" in proc.stdout + proc.stderr
+    proc = monai_bundle(
+        "verify_net_in_out", "network_def", "--meta_file", root / "configs" / "metadata.json",
+        "--config_file", config_files_arg(BUNDLE, ["train.json", "inference.json"]),
+    )
+    assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
+
+
+def test_bad_inputs_fail_before_training_with_every_problem_named(data, tmp_path):
+    datalist = json.loads(data["datalist"].read_text())
+    training = datalist["training"]
+    kits = [c for c in training if c["dataset"] == "kits19"]
+    spleen = next(c for c in training if c["dataset"] == "msd_spleen")
+    label = nib.load(str(data["dataset_dir"] / spleen["label"]))
+    array = np.asarray(label.dataobj).copy()
+    array[0, 0, 0] = 7  # MSD spleen only knows 0 and 1
+    bad_label = tmp_path / "bad_spleen_label.nii.gz"
+    nib.save(nib.Nifti1Image(array, label.affine), str(bad_label))
+    replaced = {
+        kits[0]["case_id"]: dict(kits[0], labeled_classes=[]),  # empty
+        kits[1]["case_id"]: dict(kits[1], labeled_classes=["kidnay"]),  # unknown name
+        spleen["case_id"]: dict(spleen, label=str(bad_label)),  # value outside its data set
+    }
+    bad = dict(datalist, training=[replaced.get(c["case_id"], c) for c in training])
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(bad))
+    out = tmp_path / "bundle"
+    proc = run_bundle(BUNDLE, TRAIN, {"dataset_dir": data["dataset_dir"], "datalist": path, "bundle_root": out},
+                      run_id="training", check=False)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "DataValidationError" in log, log[-3000:]
+    assert f"case {kits[0]['case_id']!r}): 'labeled_classes' is empty" in log
+    assert "kidnay" in log
+    assert "bad_spleen_label.nii.gz" in log and "7" in log
+    assert "Engine run" not in log  # nothing trained
+    assert not list((out / "models").glob("*.pt"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "aux_heads", "loss_params"),
+    [
+        ({}, True, 2),  # TCT with UAUWL: sigma_main + one shared sigma
+        ({"loss_weighting": "uwl"}, True, 6),  # per-task UWL: 1 + N sigmas
+        ({"loss_weighting": "fixed", "consistency": False}, True, 0),
+        ({"method": "tal"}, False, 0),
+        ({"method": "me"}, False, 0),
+    ],
+)
+def test_method_and_ablation_switches_build_the_right_parts(overrides, aux_heads, loss_params):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(bundle_dir(BUNDLE) / "configs" / "train.json")])
+    parser.update(overrides)
+    net = parser.get_parsed_content("network_def")
+    loss = parser.get_parsed_content("loss")
+    assert (net.aux_heads is not None) == aux_heads
+    assert loss.method == overrides.get("method", "tct")
+    assert sum(p.numel() for p in loss.parameters()) == loss_params
+    assert loss.consistency == overrides.get("consistency", True)
