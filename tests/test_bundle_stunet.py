@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from bundle_utils import MEDSEGZOO, run_command
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "stunet_cross_dataset_evaluation"
@@ -27,52 +28,16 @@ SMOKE = [str(CONFIGS / "train.json"), str(CONFIGS / "smoke.json")]
 
 pytestmark = pytest.mark.slow
 
-# (center offset in voxels, radius, HU) of the phantom organs, by canonical name
-_ORGANS = {
-    "liver": ((8, 4, 0), 9, 60.0),
-    "spleen": ((-9, 2, 0), 6, 45.0),
-    "kidney_right": ((10, -11, 0), 4, 160.0),
-    "kidney_left": ((-10, -11, 0), 4, 160.0),
-}
-# native label values of those organs (REFERENCE.md section 3 table)
-_NATIVE = {
-    "flare22": {"liver": 1, "kidney_right": 2, "spleen": 3, "kidney_left": 13},
-    "btcv": {"liver": 6, "kidney_right": 2, "spleen": 1, "kidney_left": 3},
-}
 
 
-def write_phantoms(root: Path, dataset: str, n_train: int, n_test: int, seed: int, size: int = 48,
-                   test_labeled: list[str] | None = None) -> Path:
-    """Write spheres-in-noise CT phantoms with native labels and a datalist (relative paths)."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / "labels").mkdir(parents=True, exist_ok=True)
-    grid = np.stack(np.mgrid[:size, :size, :size]).astype(np.float32)
-    center = np.array([size / 2] * 3)
-    entries = []
-    for i in range(n_train + n_test):
-        image = rng.normal(-80.0, 20.0, (size,) * 3).astype(np.float32)
-        label = np.zeros((size,) * 3, np.uint8)
-        for name, (offset, radius, hu) in _ORGANS.items():
-            c = center + np.array(offset) + rng.integers(-2, 3, 3)
-            mask = ((grid - c[:, None, None, None]) ** 2).sum(0) <= radius**2
-            image[mask] = rng.normal(hu, 15.0, int(mask.sum()))
-            label[mask] = _NATIVE[dataset][name]
-        affine = np.diag([1.5, 1.5, 2.0, 1.0])
-        nib.save(nib.Nifti1Image(image, affine), root / "images" / f"case{i:02d}.nii.gz")
-        nib.save(nib.Nifti1Image(label, affine), root / "labels" / f"case{i:02d}.nii.gz")
-        labeled = list(_NATIVE[dataset])
-        if i >= n_train and test_labeled is not None:
-            labeled = test_labeled
-        entries.append({
-            "case_id": f"{dataset}_{i:02d}", "image": f"images/case{i:02d}.nii.gz",
-            "label": f"labels/case{i:02d}.nii.gz", "dataset": dataset, "modality": "CT",
-            "labeled_classes": labeled,
-        })
-    datalist = {"name": dataset, "layout": dataset, "label_system": dataset,
-                "training": entries[:n_train], "validation": [], "test": entries[n_train:]}
-    (root / "datalist.json").write_text(json.dumps(datalist, indent=4))
-    return root / "datalist.json"
+def phantom_set(root: Path, layout: str, cases: int, site: int, seed: int, split: str) -> tuple[Path, Path]:
+    """Phantoms in a public layout and their datalist, written with the real ``medsegzoo`` CLI."""
+    proc = run_command([*MEDSEGZOO, "phantoms", root, "--layout", layout, "--cases", cases, "--size", 48,
+                        "--site", site, "--seed", seed, "--no-tumors", "--quiet"])
+    folder = Path(proc.stdout.strip().splitlines()[-1])  # --quiet prints the layout folder
+    datalist = root / "datalist.json"
+    run_command([*MEDSEGZOO, "datalist", layout, folder, "--out", datalist, "--split", split, "--seed", seed])
+    return folder, datalist
 
 
 def bundle(run_id: str, configs: list[str], tmp: Path, *args: str, check: bool = True,
@@ -91,13 +56,13 @@ def bundle(run_id: str, configs: list[str], tmp: Path, *args: str, check: bool =
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Phantoms, and a STU-Net-S model trained on them with the real CLI."""
     tmp = tmp_path_factory.mktemp("stunet")
-    data = tmp / "flare"
-    datalist = write_phantoms(data, "flare22", n_train=3, n_test=2, seed=0,
-                              test_labeled=["liver", "kidney_right", "spleen"])
+    data, datalist = phantom_set(tmp / "flare", "flare22", cases=4, site=0, seed=0, split="0.5/0.0/0.5")
+    spleen, spleen_list = phantom_set(tmp / "spleen", "msd_spleen", cases=2, site=2, seed=1, split="official")
     root = tmp / "run"
     args = ["--dataset_dir", str(data), "--datalist", str(datalist), "--bundle_root", str(root)]
     proc = bundle("run training", SMOKE, tmp, *args)
-    return {"tmp": tmp, "data": data, "datalist": datalist, "root": root, "args": args, "log": proc.stdout + proc.stderr}
+    return {"tmp": tmp, "data": data, "datalist": datalist, "root": root, "args": args,
+            "spleen": spleen, "spleen_datalist": spleen_list, "log": proc.stdout + proc.stderr}
 
 
 def test_training_writes_checkpoints_and_plan(trained: dict[str, Path]) -> None:
@@ -115,8 +80,11 @@ def test_training_writes_checkpoints_and_plan(trained: dict[str, Path]) -> None:
     assert final["network"]["conv_blocks_context.0.0.conv1.weight"].shape[0] == 16
     assert final["network"]["seg_outputs.4.weight"].shape[:2] == (9, 16)
     plan = json.loads((models / "fingerprint.json").read_text())
-    assert plan["num_cases"] == 3 and plan["modality"] == "CT"
-    assert plan["median_spacing"] == pytest.approx([1.5, 1.5, 2.0])
+    training = json.loads(trained["datalist"].read_text())["training"]
+    spacings = [nib.load(trained["data"] / c["image"]).header.get_zooms()[:3] for c in training]
+    assert plan["num_cases"] == len(training) == 2 and plan["modality"] == "CT"
+    assert plan["median_spacing"] == pytest.approx(np.median(spacings, axis=0).tolist())
+    assert plan["plan"]["spacing"] == pytest.approx(plan["median_spacing"])
     assert plan["percentile_00_5"] < plan["mean"] < plan["percentile_99_5"]
     assert (models / "model_best.pt").is_file()
 
@@ -127,33 +95,49 @@ def _predictions(folder: Path) -> dict[str, np.ndarray]:
 
 def test_inference_with_and_without_mirroring_then_evaluate(trained: dict[str, Path]) -> None:
     infer = [*SMOKE, str(CONFIGS / "inference.json")]
+    tests = json.loads(trained["datalist"].read_text())["test"]
     outs = {}
     for mirror in ("True", "False"):
         out = trained["tmp"] / f"pred_{mirror}"
         bundle("run inference", infer, trained["tmp"], *trained["args"], "--use_mirroring", mirror,
                "--prediction_dir", str(out))
         outs[mirror] = _predictions(out)
-    assert list(outs["True"]) == ["case03_seg.nii.gz", "case04_seg.nii.gz"]
-    for name, pred in outs["True"].items():
-        image = nib.load(trained["data"] / "images" / name.replace("_seg", ""))
+    assert len(outs["True"]) == len(tests) == 2
+    for case in tests:
+        image = nib.load(trained["data"] / case["image"])
+        name = Path(case["image"]).name.replace(".nii.gz", "_seg.nii.gz")
+        pred = outs["True"][name]
         assert pred.shape == image.shape  # written back in the original image space
-        assert set(np.unique(pred)) <= set(range(9))
-    # averaging 8 mirrored predictions changes at least some voxels of an untrained-ish model
+        assert set(np.unique(pred)) <= set(range(9))  # aeval8 values
+    # averaging the 8 mirrored predictions of a barely trained model changes some voxels
     assert any((outs["True"][n] != outs["False"][n]).any() for n in outs["True"])
 
     report = trained["tmp"] / "report"
     bundle("run evaluating", [*SMOKE, str(CONFIGS / "evaluate.json")], trained["tmp"], *trained["args"],
            "--prediction_dir", str(trained["tmp"] / "pred_True"), "--report_dir", str(report))
     table = pd.read_csv(report / "per_case.csv")
-    assert set(table["case"]) == {"flare22_03", "flare22_04"}
-    assert len(table) == 2 * 8  # every case x every aeval8 class
-    labeled = table[table["class"].isin(["liver", "kidney_right", "spleen"])]
-    assert labeled["dsc"].notna().all() and labeled["dsc"].between(0, 1).all()
-    # the test cases do not label kidney_left (and FLARE22 phantoms have no pancreas etc.):
-    # absent, i.e. NaN, never a zero that would drag the mean down
-    absent = table[~table["class"].isin(["liver", "kidney_right", "spleen"])]
-    assert absent["dsc"].isna().all() and absent["nsd"].isna().all()
+    assert set(table["case"]) == {c["case_id"] for c in tests}
+    assert len(table) == 2 * 8  # every case x every aeval8 class; FLARE22 labels all eight
+    assert table["dsc"].between(0, 1).all() and table["nsd"].between(0, 1).all()
     assert (report / "summary.md").is_file()
+
+
+def test_test_set_lacking_shared_classes(trained: dict[str, Path]) -> None:
+    # MSD Spleen labels only the spleen: the other seven shared classes are absent (NaN), not zero
+    args = ["--dataset_dir", str(trained["spleen"]), "--datalist", str(trained["spleen_datalist"]),
+            "--bundle_root", str(trained["root"])]
+    pred = trained["tmp"] / "pred_spleen"
+    bundle("run inference", [*SMOKE, str(CONFIGS / "inference.json")], trained["tmp"], *args,
+           "--infer_split", "training", "--use_mirroring", "False", "--prediction_dir", str(pred))
+    report = trained["tmp"] / "report_spleen"
+    bundle("run evaluating", [*SMOKE, str(CONFIGS / "evaluate.json")], trained["tmp"], *args,
+           "--eval_split", "training", "--prediction_dir", str(pred), "--report_dir", str(report))
+    table = pd.read_csv(report / "per_case.csv")
+    spleen = table[table["class"] == "spleen"]
+    others = table[table["class"] != "spleen"]
+    assert len(spleen) == 2 and spleen["dsc"].notna().all()
+    assert len(others) == 2 * 7 and others["dsc"].isna().all() and others["nsd"].isna().all()
+    assert not others["gt_present"].any()
 
 
 def test_resume_after_interruption(tmp_path: Path, trained: dict[str, Path]) -> None:
@@ -213,7 +197,7 @@ def test_unknown_native_label_map_is_named(trained: dict[str, Path]) -> None:
     proc = bundle("run evaluating", [*SMOKE, str(CONFIGS / "evaluate.json")], trained["tmp"], *args,
                   "--prediction_dir", str(trained["tmp"] / "pred_True"), check=False)
     assert proc.returncode != 0
-    assert "my_private_set" in proc.stderr and "flare22_04" in proc.stderr
+    assert "my_private_set" in proc.stderr and datalist["test"][1]["case_id"] in proc.stderr
 
 
 def test_pretrained_checkpoint_with_other_classes(trained: dict[str, Path], tmp_path: Path) -> None:
