@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
+
 from medsegzoo.data.io import save_volume
 from medsegzoo.errors import DataValidationError, LayoutError, UnknownNameError
 from medsegzoo.evaluation.engine import discover_cases, evaluate_cases
 from medsegzoo.evaluation.metrics import compute_case_metrics
 from medsegzoo.taxonomy import get_label_system
-from scipy import ndimage
 
 SPACING = (0.75, 1.25, 2.0)  # exact in float32, as NIfTI headers store them
 AFFINE = np.diag([*SPACING, 1.0])
@@ -237,3 +238,16 @@ def test_scored_classes_follow_the_ground_truth_labels():
     # per-class masks label the classes they have files for
     masks = CaseSource("m", masks={"liver": "liver.nii.gz", "gall_bladder": "gb.nii.gz", "colon": "c.nii.gz"})
     assert _scored_classes(masks, TOUCHSTONE) == ["gallbladder", "liver"]
+
+
+def test_classes_the_ground_truth_does_not_label_are_counted(maps, tmp_path):
+    gt, _, _, pred_dir = maps
+    gt_masks = _write_masks(tmp_path / "gt_masks", gt)
+    (gt_masks / "case2" / "segmentations" / "spleen.nii.gz").unlink()  # case2 does not label the spleen
+    result = evaluate_cases(pred_dir, gt_masks, "touchstone9", workers=1, progress=False)
+    assert len(result.table) == 3 * 9 - 1
+    assert not ((result.table["case"] == "case2") & (result.table["class"] == "spleen")).any()
+    assert result.unlabeled_counts() == {"spleen": 1}
+    assert "skipped 1 of 27 (case, class) pairs: the ground truth does not label the class (spleen in 1 case(s))" in result.notes()
+    complete = evaluate_cases(pred_dir, _write_masks(tmp_path / "full", gt), "touchstone9", workers=1, progress=False)
+    assert complete.unlabeled_counts() == {} and not any("does not label" in n for n in complete.notes())

@@ -102,3 +102,40 @@ def test_plots_write_valid_pngs(tmp_path):
     _assert_png(plots.bootstrap_blob_plot(ranking, tmp_path / "blob.png"))
     mat = pd.DataFrame([[90.0, np.nan], [80.0, 85.0]], index=["A", "B"], columns=["X", "Y"])
     _assert_png(plots.matrix_heatmap(mat, tmp_path / "heat.png", title="heat"))
+
+
+def test_touchstone_plots_stand_beside_their_tables_once(tmp_path):
+    table = _table()
+    ts = touchstone.touchstone_protocol(table, metadata_columns=("sex", "age"), n_bootstrap=50, min_group_size=3)
+    write_report(table, tmp_path, "Comparison", touchstone=ts)
+    md = (tmp_path / "summary.md").read_text()
+    # each metadata box plot once, although every algorithm has its own group analysis
+    assert md.count("](groups_sex_dsc.png)") == 1 and md.count("](groups_age_dsc.png)") == 1
+    dsc = md[md.index("### DSC\n\nAggregates"):md.index("### NSD\n\nAggregates")]
+    # significance map right after its table, blob plot right after the ranking table
+    assert dsc.index("row \\ better") < dsc.index("](significance_dsc.png)") < dsc.index("Ranking stability")
+    assert dsc.index("| p_rank_1 |") < dsc.index("](bootstrap_dsc.png)") < dsc.index("Metadata groups")
+    assert dsc.index("Metadata groups") < dsc.index("](groups_sex_dsc.png)")
+    nsd = md[md.index("### NSD\n\nAggregates"):]
+    assert "](significance_nsd.png)" in nsd and "](significance_dsc.png)" not in nsd
+
+
+def test_group_plots_skip_a_column_with_one_group(tmp_path):
+    table = _table(algorithms=("only",)).drop(columns="algorithm").assign(site="site0")
+    files = write_report(table, tmp_path, "One site", group_columns=["site", "sex"])
+    assert "groups_sex_dsc.png" in files and "groups_site_dsc.png" not in files
+    md = (tmp_path / "summary.md").read_text()
+    assert "Not plotted (every case in one group): site (site0)." in md
+
+
+def test_crowded_category_names_are_slanted():
+    import matplotlib.pyplot as plt
+
+    long_names = ["portal_vein_and_splenic_vein", "adrenal_gland_right", "adrenal_gland_left"] * 4
+    for names, width, rotated in ((["liver", "spleen"], 5.0, False), (long_names, 5.0, True)):
+        fig, ax = plt.subplots(figsize=(width, 3))
+        ax.set_xticks(range(len(names)))
+        plots._set_category_labels(ax, names, width)
+        angles = {label.get_rotation() for label in ax.get_xticklabels()}
+        plt.close(fig)
+        assert angles == ({35.0} if rotated else {0.0}), names

@@ -131,12 +131,25 @@ class EvaluationResult:
         missing_prediction: ground-truth cases without a prediction (skipped).
         missing_ground_truth: predictions without ground truth (skipped).
         settings: the settings used.
+        cases: every case that was scored (paired on both sides), to count the classes
+            that a case's ground truth does not label (no row in ``table``).
     """
 
     table: pd.DataFrame
     missing_prediction: list[str]
     missing_ground_truth: list[str]
     settings: EvaluationSettings
+    cases: list[str] = field(default_factory=list)
+
+    def unlabeled_counts(self) -> dict[str, int]:
+        """Class -> number of scored cases whose ground truth does not label it (no row).
+
+        A per-class mask folder without that class's file, or a data set that does not
+        label the class, gives no row rather than a score; this counts them per class.
+        """
+        scored = self.table.groupby("class")["case"].nunique() if len(self.table) else pd.Series(dtype=int)
+        counts = {c: len(self.cases) - int(scored.get(c, 0)) for c in self.settings.system.classes}
+        return {c: n for c, n in counts.items() if n > 0}
 
     def notes(self) -> list[str]:
         """Report lines: the convention, the tolerances and what was skipped."""
@@ -150,6 +163,13 @@ class EvaluationResult:
             lines.append(f"skipped {len(self.missing_prediction)} ground-truth case(s) without prediction: {_names(self.missing_prediction)}")
         if self.missing_ground_truth:
             lines.append(f"skipped {len(self.missing_ground_truth)} prediction(s) without ground truth: {_names(self.missing_ground_truth)}")
+        unlabeled = self.unlabeled_counts()
+        if unlabeled:
+            total = len(self.cases) * len(s.system.classes)
+            lines.append(
+                f"skipped {sum(unlabeled.values())} of {total} (case, class) pairs: the ground truth does "
+                f"not label the class ({', '.join(f'{c} in {n} case(s)' for c, n in unlabeled.items())})"
+            )
         return lines
 
 
@@ -695,7 +715,7 @@ def evaluate_cases(
     pairs, missing_pred, missing_gt = pair_cases(pred_cases, gt_cases, allow_missing, str(pred), str(gt))
     result = evaluate_pairs(pairs, settings, workers=workers, progress=progress)
     result = _join_metadata(result, metadata)
-    return EvaluationResult(result, missing_pred, missing_gt, settings)
+    return EvaluationResult(result, missing_pred, missing_gt, settings, cases=[p.case_id for p in pairs])
 
 
 def _is_datalist(path: str | os.PathLike) -> bool:

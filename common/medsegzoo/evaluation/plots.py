@@ -37,6 +37,7 @@ __all__ = ["bootstrap_blob_plot", "box_plot", "matrix_heatmap", "save_figure", "
 DPI = 120
 # Touchstone's significance maps: blue = no significant superiority, yellow = significant
 SIGNIFICANCE_COLORS = ("#3b4cc0", "#f6d32d")
+SAME_ALGORITHM_COLOR = "#d9d9d9"
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
@@ -59,6 +60,22 @@ def _wrap(label: str, width: int = 14) -> str:
             current = f"{current} {w}".strip()
     lines.append(current)
     return "\n".join(lines)
+
+
+# average width of one character of the 8-point tick labels, in inches (DejaVu Sans)
+_CHAR_WIDTH_IN = 0.07
+
+
+def _set_category_labels(ax: plt.Axes, cats: Sequence[str], fig_width_in: float) -> None:
+    """Category names under the x axis: wrapped, and slanted when they would still collide."""
+    wrapped = [_wrap(c) for c in cats]
+    widest = max((len(line) for w in wrapped for line in w.split("\n")), default=0)
+    room_in = max(fig_width_in - 1.5, 1.0) / max(len(cats), 1)  # axes width shared by the categories
+    if widest * _CHAR_WIDTH_IN > 0.9 * room_in:
+        names = [str(c).replace("_", " ") for c in cats]
+        ax.set_xticklabels(names, fontsize=8, rotation=35, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticklabels(wrapped, fontsize=8)
 
 
 def box_plot(
@@ -91,8 +108,9 @@ def box_plot(
     cats = list(order) if order is not None else list(dict.fromkeys(data[by].astype(str)))
     hues = [None] if hue is None else (list(hue_order) if hue_order is not None else list(dict.fromkeys(data[hue].astype(str))))
     width = 0.8 / len(hues)
-    # wide enough to separate the boxes, capped so that many algorithms x classes stay readable
-    fig, ax = plt.subplots(figsize=(min(16.0, max(5.0, 0.3 * len(cats) * len(hues) + 2.5)), 4.5))
+    # wide enough to separate the boxes and their names, capped so that many algorithms x
+    # classes stay readable
+    fig, ax = plt.subplots(figsize=(min(16.0, max(5.0, (0.3 * len(hues) + 0.25) * len(cats) + 2.5)), 4.5))
     colors = plt.get_cmap("tab10" if len(hues) <= 10 else "tab20")
     handles = []
     for j, h in enumerate(hues):
@@ -116,7 +134,7 @@ def box_plot(
             patch.set_alpha(0.75)
         handles.append((bp["boxes"][0], h))
     ax.set_xticks(np.arange(len(cats)))
-    ax.set_xticklabels([_wrap(c) for c in cats], fontsize=8)
+    _set_category_labels(ax, cats, fig.get_figwidth())
     ax.set_xlim(-0.6, len(cats) - 0.4)
     ax.set_ylabel(ylabel or value)
     ax.set_xlabel(str(by).replace("_", " "))
@@ -140,7 +158,11 @@ def significance_map_plot(matrix: pd.DataFrame, path: str | os.PathLike, title: 
     k = len(matrix)
     size = max(3.5, 0.45 * k + 2)
     fig, ax = plt.subplots(figsize=(size + 0.8, size))
-    ax.imshow(matrix.to_numpy(dtype=float), cmap=ListedColormap(SIGNIFICANCE_COLORS), vmin=0, vmax=1)
+    values = matrix.to_numpy(dtype=float)
+    # an algorithm is never compared with itself: grey, so the diagonal does not read as "not significant"
+    same = np.asarray([[r == c for c in matrix.columns] for r in matrix.index], dtype=bool)
+    cmap = ListedColormap(SIGNIFICANCE_COLORS).with_extremes(bad=SAME_ALGORITHM_COLOR)
+    ax.imshow(np.ma.masked_array(values, mask=same), cmap=cmap, vmin=0, vmax=1)
     ax.set_xticks(range(k))
     ax.set_yticks(range(k))
     ax.set_xticklabels([str(c) for c in matrix.columns], rotation=60, ha="right", fontsize=8)
@@ -149,11 +171,11 @@ def significance_map_plot(matrix: pd.DataFrame, path: str | os.PathLike, title: 
     ax.set_yticks(np.arange(-0.5, k), minor=True)
     ax.grid(which="minor", color="white", linewidth=1.5)
     ax.tick_params(which="minor", length=0)
-    ax.set_xlabel("significantly better (x) ...")
-    ax.set_ylabel("... than (y)")
+    ax.set_xlabel("algorithm x (is it better ...)")
+    ax.set_ylabel("algorithm y (... than this one?)")
     ax.legend(
-        [Patch(color=SIGNIFICANCE_COLORS[1]), Patch(color=SIGNIFICANCE_COLORS[0])],
-        ["x significantly better than y", "not significant"],
+        [Patch(color=SIGNIFICANCE_COLORS[1]), Patch(color=SIGNIFICANCE_COLORS[0]), Patch(color=SAME_ALGORITHM_COLOR)],
+        ["x significantly better than y", "not significantly better", "same algorithm"],
         loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False,
     )
     if title:
@@ -182,7 +204,10 @@ def bootstrap_blob_plot(ranking: BootstrapRanking, path: str | os.PathLike, titl
     ax.set_xlim(-0.7, k - 0.3)
     ax.set_ylabel("rank")
     ax.grid(axis="y", alpha=0.3)
-    note = f"{ranking.ranks.shape[0]} bootstrap samples of {ranking.n_cases} cases; x = median, line = 95 % interval"
+    note = (
+        f"{ranking.ranks.shape[0]} bootstrap samples of {ranking.n_cases} cases; blob area = share of samples\n"
+        "at that rank, x = median rank, line = 95 % interval"
+    )
     ax.set_title(f"{title}\n{note}" if title else note, fontsize=9)
     return save_figure(fig, path)
 

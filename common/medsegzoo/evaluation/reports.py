@@ -193,9 +193,8 @@ def write_report(
 
     if touchstone is not None:
         md.append("## Touchstone statistics\n\n")
-        md.append(touchstone.to_markdown(scale=scale))
-        if plots:
-            md.append(_touchstone_plots(touchstone, t, out, files, scale))
+        figures = _touchstone_plots(touchstone, t, out, files, scale) if plots else None
+        md.append(touchstone.to_markdown(scale=scale, figures=figures))
         group_columns = [c for c in group_columns if c not in _touchstone_columns(touchstone)]
         summary_json["touchstone"] = _touchstone_json(touchstone)
 
@@ -251,7 +250,9 @@ def _plots():
 def _touchstone_columns(result: TouchstoneResult) -> list[str]:
     cols: list[str] = []
     for a in result.analyses.values():
-        cols += [c for (_, c) in a.groups if c not in cols]
+        for _, column in a.groups:  # one key per (algorithm, column): keep each column once
+            if column not in cols:
+                cols.append(column)
     return cols
 
 
@@ -259,25 +260,33 @@ def _axis_label(metric: str, factor: float) -> str:
     return f"{metric_label(metric)} (%)" if factor == 100 else metric_label(metric)
 
 
-def _touchstone_plots(result: TouchstoneResult, table: pd.DataFrame, out: Path, files: dict[str, Path], scale: float) -> str:
+def _touchstone_plots(
+    result: TouchstoneResult, table: pd.DataFrame, out: Path, files: dict[str, Path], scale: float
+) -> dict[str, dict[str, str]]:
+    """Write the significance maps, bootstrap blob plots and metadata box plots.
+
+    Returns:
+        metric -> section -> Markdown image links, for :meth:`TouchstoneResult.to_markdown`.
+    """
     p = _plots()
-    md: list[str] = []
+    figures: dict[str, dict[str, str]] = {}
     for m, a in result.analyses.items():
         label = metric_label(m)
+        shown = figures.setdefault(m, {})
         if a.significance is not None:
             order = list(a.aggregates().index)  # best first, as the paper orders its maps
             name = f"significance_{m}.png"
             files[name] = p.significance_map_plot(a.significance.loc[order, order], out / name, title=f"{label}: significance map")
-            md.append(f"![{label} significance map]({name})\n\n")
+            shown["significance"] = f"![{label} significance map]({name})\n\n"
         if a.bootstrap is not None:
             name = f"bootstrap_{m}.png"
             files[name] = p.bootstrap_blob_plot(a.bootstrap, out / name, title=f"{label}: ranking stability")
-            md.append(f"![{label} bootstrap ranking]({name})\n\n")
+            shown["bootstrap"] = f"![{label} bootstrap ranking]({name})\n\n"
     cols = _touchstone_columns(result)
     if cols:
         first = next(iter(result.analyses))
-        md.append(_group_plots(table, first, cols, list(result.algorithms), out, files, scale))
-    return "".join(md)
+        figures[first]["groups"] = _group_plots(table, first, cols, list(result.algorithms), out, files, scale)
+    return figures
 
 
 def _group_plots(
@@ -288,19 +297,29 @@ def _group_plots(
     f = scale if higher_is_better(metric) else 1.0
     per_case = (table.groupby(["algorithm", "case"], sort=False)[metric].mean() * f).rename(metric).reset_index()
     md = []
+    single: list[str] = []
     for col in columns:
         if col not in table.columns:
             raise DataValidationError(f"metadata column {col!r} is not in the per-case table; columns: {list(table.columns)}")
         meta = table[["case", col]].drop_duplicates("case").set_index("case")[col]
-        groups = bin_metadata(meta).rename(col)
-        data = per_case.join(groups, on="case").dropna(subset=[col])
+        groups = bin_metadata(meta).dropna().astype(str)
+        if groups.nunique() < 2:  # one box says nothing about groups
+            single.append(f"{col} ({groups.iloc[0]})" if len(groups) else col)
+            continue
+        # the number of cases under each group's name: a box of 2 cases is not a box of 200
+        sizes = groups.value_counts()
+        shown = {g: f"{g}\n(n={n})" for g, n in sizes.items()}
+        data = per_case.join(groups.map(shown).rename(col), on="case").dropna(subset=[col])
+        order = [shown[g] for g in sorted(shown, key=group_sort_key)]
         name = f"groups_{_slug(col)}_{metric}.png"
         files[name] = p.box_plot(
             data, metric, col, out / name, hue="algorithm" if len(algorithms) > 1 else None,
             title=f"mean {label} over classes per case, by {col}", ylabel=_axis_label(metric, f),
-            order=sorted(data[col].astype(str).unique(), key=group_sort_key), hue_order=algorithms,
+            order=order, hue_order=algorithms,
         )
         md.append(f"![{label} by {col}]({name})\n\n")
+    if single:
+        md.append(f"Not plotted (every case in one group): {', '.join(single)}.\n\n")
     return "".join(md)
 
 

@@ -280,16 +280,28 @@ class TouchstoneResult:
     n_cases: int
     settings: dict[str, object]
 
-    def to_markdown(self, scale: float = 100.0, table: pd.DataFrame | None = None) -> str:
+    def to_markdown(
+        self,
+        scale: float = 100.0,
+        table: pd.DataFrame | None = None,
+        figures: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> str:
         """Markdown sections: per-class tables (when ``table`` is given), aggregates, significance, ranking, groups.
 
         Args:
             scale: factor for overlap metrics (100 prints percent); distances are unscaled.
             table: the tidy table, to print the per-class mean ± SD tables.
+            figures: metric -> section (``"significance"``, ``"bootstrap"``, ``"groups"``) ->
+                Markdown (image links) printed right after that section's table, so that a
+                plot stands beside the numbers it shows.
+
+        Returns:
+            The Markdown text.
         """
         s = self.settings
         parts: list[str] = []
         for metric, a in self.analyses.items():
+            shown = (figures or {}).get(metric, {})
             f = scale if a.higher_is_better else 1.0
             name = metric_label(metric)
             parts.append(f"### {name}\n\n")
@@ -314,6 +326,7 @@ class TouchstoneResult:
                 )
                 marks = a.significance.map(lambda v: "✓" if v else "")
                 parts.append(markdown_table(marks, index_label="row \\ better") + "\n")
+                parts.append(shown.get("significance", ""))
             if a.bootstrap is not None:
                 b = a.bootstrap
                 summ = b.summary()
@@ -326,6 +339,7 @@ class TouchstoneResult:
                 parts.append(markdown_table(summ) + "\n")
                 if b.dropped_cases:
                     parts.append(f"Cases left out of tests and ranking (no value for some algorithm): {len(b.dropped_cases)}.\n\n")
+                parts.append(shown.get("bootstrap", ""))
             if a.groups:
                 gt = a.group_table()
                 parts.append(
@@ -335,6 +349,7 @@ class TouchstoneResult:
                 )
                 gt["DPD"] = gt["DPD"] * f
                 parts.append(markdown_table(gt, digits=4, index=False) + "\n")
+            parts.append(shown.get("groups", ""))
         return "".join(parts)
 
 
