@@ -1,19 +1,21 @@
 """Training glue of the CLIP-Driven Universal Model bundle (partial labels, balance, extension).
 
-* :func:`load_partial_split`: a datalist split with absolute paths, every case checked to
-  label at least one class of the model (a data set that labels none of them would only add
-  zero-loss samples: an error naming the data set and the case);
+* :func:`load_cases` / :func:`load_partial_split`: one split of one datalist or of several
+  (one per data set), every case checked to label at least one class of the model (a data
+  set that labels none of them would only add zero-loss samples: an error naming it);
 * :func:`dataset_balanced_weights`: per-case sampling weights so every data set is drawn
   equally often (the paper assembles 14 data sets of very different sizes);
 * :class:`MaskUnlabeledChannelsd`: writes the per-sample labeled-class mask into the label
-  (unlabeled channels := -1, the encoding of
-  :func:`~medsegzoo.losses.universal.mask_unlabeled_channels`, for :class:`~medsegzoo.losses.universal.UniversalLoss`, or 0 for
-  validation Dice with ``ignore_empty``), so MONAI's ``SupervisedTrainer`` can call
-  ``loss(pred, label)`` with two arguments;
-* :class:`SelectChannelsd`: keeps named channels of a multi-hot label (extension classes);
+  (unlabeled channels := -1, the encoding :class:`~medsegzoo.losses.universal.UniversalLoss`
+  reads; 0 for validation Dice with ``ignore_empty``), so MONAI's ``SupervisedTrainer`` can
+  call ``loss(pred, label)`` with two arguments;
+* :class:`SelectChannelsd`: keeps the model's classes of a multi-hot label;
+* :class:`CaseFilenamed`: names written predictions after the case id;
 * :func:`extend_model`: the paper's extension to new classes (section 5.4): load the trained
   model, append the new classes' embeddings with a new text projection and controller, and
-  freeze everything else.
+  freeze everything else;
+* :func:`evaluate_predictions`: the bundle's evaluation through the case engine, with
+  patient-level tumor detection.
 """
 
 from __future__ import annotations

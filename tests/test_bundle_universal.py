@@ -1,0 +1,175 @@
+"""clip_universal_segmentation bundle through the real ``python -m monai.bundle`` CLI.
+
+Partially labeled phantom sets (KiTS: kidneys + kidney tumor, MSD Liver: liver + tumor, MSD
+Spleen: spleen) train a U-Net Universal Model on the CPU with text embeddings from a randomly
+initialised open_clip ViT-B-32 (HF_HUB_OFFLINE=1): a crash after the first epoch, resume,
+inference, evaluation (DSC/NSD, patient-level tumor detection), extension to a new class with
+the old outputs bit-identical, metadata and net in/out checks, and bad-input errors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from bundle_utils import META_SCHEMA, bundle_dir, make_phantom_datalist, monai_bundle, run_bundle
+
+from medsegzoo.taxonomy import get_label_system
+
+pytestmark = pytest.mark.slow
+
+BUNDLE = "clip_universal_segmentation"
+SMOKE = ["train.json", "smoke.json"]
+EVALUATE = ["train.json", "inference.json", "evaluate.json", "smoke.json"]
+EXTEND = ["train.json", "extend.json", "smoke.json"]
+NEW_CLASS = "liver_tumor"
+# the base model leaves one class out so that the extension test can add it
+BASE_CLASSES = [c for c in get_label_system("universal32").classes if c != NEW_CLASS]
+ITERATIONS_PER_EPOCH = 3  # 3 data sets x 2 training cases, batch 2
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    # a CheckpointSaver with a single object saves its bare state dict
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("network", state)
+
+
+def _overrides(root: Path, datalists: list[str], **extra: object) -> dict[str, object]:
+    return {"bundle_root": root, "datalist": datalists, "class_names": BASE_CLASSES, **extra}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    tmp = tmp_path_factory.mktemp("universal")
+    datalists = [
+        str(make_phantom_datalist(tmp, layout, cases=4, size=40, seed=seed, site=seed)[1])
+        for seed, layout in enumerate(("kits19", "msd_liver", "msd_spleen"))
+    ]
+    root = tmp / "bundle"
+    run_bundle(BUNDLE, ["text_embeddings.json", "smoke.json"], _overrides(root, datalists), run_id="text_embeddings")
+    # first run crashes (hard exit, no clean-up) right after epoch 1 is checkpointed
+    crash = tmp / "crash.json"
+    crash.write_text(json.dumps({"run": [
+        "$@train#resume.attach(@train#trainer)",
+        "$@train#checkpoint_saver.attach(@train#trainer)",
+        "$@train#trainer.add_event_handler(ignite.engine.Events.EPOCH_COMPLETED(once=1), lambda e: os._exit(17))",
+        "$@train#trainer.run()",
+    ]}))
+    first = run_bundle(BUNDLE, [*SMOKE, str(crash)], _overrides(root, datalists), run_id="training", check=False)
+    assert first.returncode == 17, first.stdout[-3000:] + first.stderr[-3000:]
+    assert not (root / "models" / "model_final.pt").exists()
+    second = run_bundle(BUNDLE, SMOKE, _overrides(root, datalists), run_id="training")
+    return {"root": root, "datalists": datalists, "tmp": tmp, "first": first, "second": second}
+
+
+def test_interrupted_training_resumes_from_last_checkpoint(trained: dict[str, object]) -> None:
+    root = Path(trained["root"])
+    log = trained["second"].stdout + trained["second"].stderr
+    assert f"at iteration {ITERATIONS_PER_EPOCH} (epoch 1)" in log
+    final = torch.load(root / "models" / "model_final.pt", map_location="cpu", weights_only=True)
+    assert final["trainer"]["iteration"] == 2 * ITERATIONS_PER_EPOCH  # not restarted from 0
+    assert final["lr_scheduler"]["last_epoch"] == 2
+    assert final["optimizer"]["state"]  # AdamW moments were restored and kept updating
+    assert (root / "models" / "model.pt").is_file()
+    assert "groups.0.embeddings" in final["network"]  # the text embeddings travel with the weights
+
+
+def test_inference_and_evaluate_report_organs_and_tumor_detection(trained: dict[str, object]) -> None:
+    root = Path(trained["root"])
+    run_bundle(BUNDLE, EVALUATE, _overrides(root, trained["datalists"], output_mode="both"), run_id="evaluating")
+    preds = sorted(p.name for p in (root / "predictions").glob("*.nii.gz"))
+    assert len(preds) == 3 and all(not p.endswith("_seg.nii.gz") for p in preds)
+    masks = sorted((root / "predictions" / "masks").glob("*_masks.nii.gz"))
+    assert len(masks) == 3
+    import nibabel as nib
+
+    assert nib.load(masks[0]).shape[-1] == len(BASE_CLASSES)  # one channel per class
+    report = root / "eval" / "report"
+    table = (report / "per_case.csv").read_text()
+    assert "kidney_tumor" in table and "spleen" in table and "nsd" in table.splitlines()[0]
+    summary = json.loads((report / "summary.json").read_text())
+    assert "kidney_tumor" in json.dumps(summary)
+    assert "sensitivity" in (report / "summary.md").read_text()
+
+
+def test_extension_trains_only_the_new_class_and_keeps_old_outputs(trained: dict[str, object]) -> None:
+    from monai.bundle import ConfigParser
+
+    root = Path(trained["root"])
+    over = _overrides(root, trained["datalists"], new_classes=[NEW_CLASS], max_epochs=1)
+    run_bundle(BUNDLE, EXTEND, over, run_id="training")
+    ext_ckpt = root / "models" / "extended" / "model.pt"
+    assert ext_ckpt.is_file() and (root / "models" / "extended" / "text_embeddings_new.pt").is_file()
+
+    configs = [str(bundle_dir(BUNDLE) / "configs" / n) for n in SMOKE]
+    parser = ConfigParser()
+    parser.read_config(configs)
+    parser.update({"bundle_root": str(root), "datalist": trained["datalists"], "class_names": BASE_CLASSES, "device": "$torch.device('cpu')"})
+    base = parser.get_parsed_content("network_def")
+    base.load_state_dict(_weights(root / "models" / "model.pt"))
+    parser = ConfigParser()
+    parser.read_config([*configs[:1], str(bundle_dir(BUNDLE) / "configs" / "extend.json"), configs[1]])
+    parser.update({"bundle_root": str(root), "datalist": trained["datalists"], "class_names": BASE_CLASSES,
+                   "new_classes": [NEW_CLASS], "device": "$torch.device('cpu')"})
+    extended = parser.get_parsed_content("network")
+    extended.load_state_dict(_weights(ext_ckpt))
+    assert extended.class_names == (*BASE_CLASSES, NEW_CLASS)
+    x = torch.rand(1, 1, 32, 32, 32)
+    base.eval(), extended.eval()
+    with torch.no_grad():
+        old, new = base(x), extended(x)
+    assert new.shape[1] == len(BASE_CLASSES) + 1
+    assert torch.equal(new[:, : len(BASE_CLASSES)], old)  # bit-identical
+    before, after = _weights(root / "models" / "model.pt"), _weights(ext_ckpt)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_verify_metadata_and_net_in_out(tmp_path: Path) -> None:
+    from medsegzoo.networks.text_encoders import compute_text_embeddings, save_text_embeddings
+
+    # all 32 classes at the smoke config's width 512 (one-hot codes padded: no text model needed)
+    emb = compute_text_embeddings(get_label_system("universal32").classes, "onehot", width=512)
+    save_text_embeddings(emb, tmp_path / "models" / "text_embeddings.pt")
+    root = bundle_dir(BUNDLE)
+    out = monai_bundle("verify_metadata", "--meta_file", root / "configs" / "metadata.json", "--filepath", META_SCHEMA)
+    assert "verified with no error" in out.stdout + out.stderr
+    configs = "['" + "','".join(str(root / "configs" / n) for n in SMOKE) + "']"
+    out = monai_bundle(
+        "verify_net_in_out", "network_def", "--meta_file", root / "configs" / "metadata.json",
+        "--config_file", configs, "--bundle_root", tmp_path, "--n", "2",
+    )
+    assert "verified with no error" in out.stdout + out.stderr
+
+
+def _fails(configs: list[str], overrides: dict[str, object], run_id: str) -> str:
+    proc = run_bundle(BUNDLE, configs, overrides, run_id=run_id, check=False)
+    assert proc.returncode != 0
+    return proc.stdout + proc.stderr
+
+
+def test_bad_inputs_give_clear_errors(tmp_path: Path) -> None:
+    from medsegzoo.networks.text_encoders import compute_text_embeddings, save_text_embeddings
+
+    datalist = str(make_phantom_datalist(tmp_path, "kits19", cases=2, size=32, split="0.5/0.5/0.0")[1])
+    root = tmp_path / "bundle"
+    emb = compute_text_embeddings(BASE_CLASSES, "onehot", width=512)
+    save_text_embeddings(emb, root / "models" / "text_embeddings.pt")
+    # a class name the taxonomy does not know
+    out = _fails(["text_embeddings.json", "smoke.json"], {"bundle_root": tmp_path, "class_names": ["liver", "warp_core"]}, "text_embeddings")
+    assert "UnknownNameError" in out and "warp_core" in out
+    # embedding file whose width or class list differs from the config
+    out = _fails(SMOKE, _overrides(root, [datalist], text_embedding_width=384), "training")
+    assert "width 512" in out and "text_embedding_width 384" in out and "text_embeddings.pt" in out
+    out = _fails(SMOKE, {**_overrides(root, [datalist]), "class_names": ["liver", "spleen"]}, "training")
+    assert "class list does not match the config" in out and "kidney_tumor" in out
+    # a data set that labels none of the model's classes
+    entry = json.loads(Path(datalist).read_text())
+    for split in ("training", "validation", "test"):
+        for case in entry[split]:
+            case["dataset"], case["labeled_classes"] = "la", ["left_atrium"]
+    foreign = Path(datalist).with_name("foreign.json")
+    foreign.write_text(json.dumps(entry))
+    out = _fails(SMOKE, _overrides(root, [str(foreign)]), "training")
+    assert "labels none of the model's classes" in out and "'la'" in out
