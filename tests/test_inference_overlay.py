@@ -52,3 +52,42 @@ def test_overlay_errors(tmp_path):
     with pytest.raises(DataValidationError, match="missing.nii.gz"):
         save_overlay_png(img, tmp_path / "missing.nii.gz", tmp_path / "o.png")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_display_window_soft_tissue_for_hu_else_percentiles():
+    from medsegzoo.inference.overlay import CT_SOFT_TISSUE_WINDOW_HU, display_window
+
+    ct = np.full((10, 10, 10), 40.0, np.float32)
+    ct[:2] = -1000.0  # air around the patient
+    assert display_window(ct) == CT_SOFT_TISSUE_WINDOW_HU == (-160.0, 240.0)
+    mr = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    assert display_window(mr) == pytest.approx(tuple(np.percentile(mr, [1, 99])))
+    low, high = display_window(np.zeros((4, 4, 4), np.float32))
+    assert high > low
+
+
+def test_hu_image_is_shown_in_the_soft_tissue_window(tmp_path):
+    image = np.full((32, 32, 8), 40.0, np.float32)  # soft tissue: level 40 HU = mid grey
+    image[:8] = -1000.0
+    image[-8:] = 3000.0  # a percentile window would stretch to [-1000, 3000]: tissue at 0.26
+    label = np.zeros(image.shape, np.uint8)
+    label[14:18, 14:18, 3:5] = 1
+    img = _write(tmp_path / "img.nii.gz", image)
+    lab = _write(tmp_path / "lab.nii.gz", label)
+    rgb = mpimg.imread(save_overlay_png(img, lab, tmp_path / "o.png", title=""))[..., :3]
+    grey = rgb[(np.abs(rgb[..., 0] - rgb[..., 2]) < 0.01) & (rgb[..., 0] > 0.05) & (rgb[..., 0] < 0.95)]
+    assert np.median(grey[:, 0]) == pytest.approx(200 / 400, abs=0.03)
+
+
+def test_legend_names_come_from_the_label_system(tmp_path):
+    from medsegzoo.errors import UnknownNameError
+    from medsegzoo.inference.overlay import _legend_names
+
+    btcv = _legend_names(None, "btcv")
+    assert btcv[11] == "pancreas" and btcv[10] == "portal vein and splenic vein"
+    assert _legend_names(None, "touchstone9")[8] == "postcava"
+    assert _legend_names(["liver"], None) == {1: "liver"} and _legend_names({6: "liver"}, None) == {6: "liver"}
+    assert _legend_names(None, None) == {}
+    with pytest.raises(UnknownNameError, match="no_such_system"):
+        save_overlay_png(tmp_path / "a.nii.gz", tmp_path / "b.nii.gz", tmp_path / "o.png", labels="no_such_system")
+    assert not (tmp_path / "o.png").exists()

@@ -2,7 +2,9 @@
 
 Used by the demo report and the bundles' docs to show one prediction at a glance. Volumes are
 brought to RAS (nibabel's closest canonical orientation) and shown in the radiological
-convention: anterior up, the patient's right on the image's left.
+convention: anterior up, the patient's right on the image's left. A CT in Hounsfield units is
+shown in the soft-tissue window (organs are what the labels mark), anything else between its
+1st and 99th percentile; the legend names the classes of a label system or data set.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from matplotlib.patches import Patch  # noqa: E402
 from medsegzoo.errors import DataValidationError  # noqa: E402
 from medsegzoo.utils import atomic_path  # noqa: E402
 
-__all__ = ["axial_centre_slice", "save_overlay_png"]
+__all__ = ["CT_SOFT_TISSUE_WINDOW_HU", "axial_centre_slice", "display_window", "save_overlay_png"]
+
+# abdominal soft-tissue window (level 40 HU, width 400 HU): organs apart, fat dark, bone white
+CT_SOFT_TISSUE_WINDOW_HU: tuple[float, float] = (-160.0, 240.0)
+# air is about -1000 HU; no MR, [0, 1]-scaled or z-scored image comes near this value
+_HU_AIR_THRESHOLD = -500.0
 
 
 def _load_ras(path: str | os.PathLike, what: str) -> np.ndarray:
@@ -55,6 +62,34 @@ def axial_centre_slice(label: np.ndarray) -> int:
     return int((z[0] + z[-1]) // 2)
 
 
+def display_window(image: np.ndarray) -> tuple[float, float]:
+    """Grey-level window for showing ``image``.
+
+    Args:
+        image: the volume (any intensity scale).
+
+    Returns:
+        :data:`CT_SOFT_TISSUE_WINDOW_HU` when the image looks like CT in Hounsfield units
+        (it holds air, below -500), otherwise its 1st and 99th percentiles.
+    """
+    if image.size and float(np.min(image)) <= _HU_AIR_THRESHOLD:
+        return CT_SOFT_TISSUE_WINDOW_HU
+    low, high = (float(v) for v in np.percentile(image, [1, 99])) if image.size else (0.0, 1.0)
+    return low, (high if high > low else low + 1.0)  # a constant image still gets a valid window
+
+
+def _legend_names(class_names: Mapping[int, str] | Sequence[str] | None, labels: str | None) -> dict[int, str]:
+    if labels is not None:
+        from medsegzoo.taxonomy import get_label_system
+
+        return {int(v): n.replace("_", " ") for v, n in get_label_system(labels).labels.items()}
+    if isinstance(class_names, Mapping):
+        return {int(v): str(n) for v, n in class_names.items()}
+    if class_names is not None:
+        return {i + 1: str(n) for i, n in enumerate(class_names)}
+    return {}
+
+
 def save_overlay_png(
     image_path: str | os.PathLike,
     label_path: str | os.PathLike,
@@ -63,6 +98,7 @@ def save_overlay_png(
     window: tuple[float, float] | None = None,
     alpha: float = 0.45,
     title: str | None = None,
+    labels: str | None = None,
 ) -> Path:
     """Write a PNG of the axial slice through the labels' centre with coloured classes.
 
@@ -72,16 +108,22 @@ def save_overlay_png(
         out_png: output file, written atomically.
         class_names: names for the legend, by label value (mapping) or value - 1 (sequence,
             e.g. a label system's classes); default "class <value>".
-        window: intensity window (low, high); default the image's 1st-99th percentile.
+        window: intensity window (low, high); default :func:`display_window` (CT soft-tissue
+            window for an image in HU, else the 1st-99th percentile).
         alpha: opacity of the label colours.
         title: figure title; default the label file's name and the slice index.
+        labels: label system or data set of the label map's values ("touchstone9", "btcv",
+            ...), resolved through :mod:`medsegzoo.taxonomy` to name the legend's classes;
+            takes precedence over ``class_names``.
 
     Returns:
         The path of the PNG.
 
     Raises:
         DataValidationError: unreadable files, non-3D volumes or different grids.
+        UnknownNameError: ``labels`` names no label system or data set.
     """
+    names = _legend_names(class_names, labels)  # an unknown name fails before any file is read
     image = _load_ras(image_path, "image").astype(np.float32)
     label = np.rint(_load_ras(label_path, "label")).astype(np.int64)
     if image.shape != label.shape:
@@ -92,18 +134,12 @@ def save_overlay_png(
     # rows: anterior (max y) at the top; columns: patient right (max x) on the left
     img2d = np.flip(image[:, :, k].T, axis=(0, 1))
     lab2d = np.flip(label[:, :, k].T, axis=(0, 1))
-    low, high = window if window is not None else np.percentile(image, [1, 99])
+    low, high = window if window is not None else display_window(image)
     values = [int(v) for v in np.unique(label) if v > 0]
-    if isinstance(class_names, Mapping):
-        names = {int(v): str(n) for v, n in class_names.items()}
-    elif class_names is not None:
-        names = {i + 1: str(n) for i, n in enumerate(class_names)}
-    else:
-        names = {}
     max_value = max(values + [1])
     # one fixed colour per label value (tab20 cycles), so the same class keeps its colour
     colours = [plt.get_cmap("tab20")(v % 20) for v in range(max_value + 1)]
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.5, 5), dpi=100)
     ax.imshow(img2d, cmap="gray", vmin=float(low), vmax=float(high), interpolation="nearest")
     masked = np.ma.masked_where(lab2d == 0, lab2d)
     ax.imshow(masked, cmap=ListedColormap(colours), vmin=0, vmax=max_value, alpha=alpha, interpolation="nearest")
@@ -111,13 +147,13 @@ def save_overlay_png(
     ax.set_title(title if title is not None else f"{Path(label_path).name}, axial slice {k}", fontsize=9)
     present = {int(v) for v in np.unique(lab2d) if v > 0}
     handles = [Patch(color=colours[v], label=names.get(v, f"class {v}")) for v in values if v in present]
-    if handles:
-        ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.7)
+    if handles:  # beside the image, so that it hides no anatomy
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     out = Path(out_png)
     try:
         with atomic_path(out, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", bbox_inches="tight")  # keep the legend beside the axes
     finally:
         plt.close(fig)
     return out
