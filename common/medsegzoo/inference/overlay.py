@@ -17,14 +17,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on CI machines or GPU nodes
 
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+import nibabel as nib
+import numpy as np
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
-from medsegzoo.errors import DataValidationError  # noqa: E402
-from medsegzoo.utils import atomic_path  # noqa: E402
+from medsegzoo.errors import DataValidationError
+from medsegzoo.utils import atomic_path
 
 __all__ = ["CT_SOFT_TISSUE_WINDOW_HU", "axial_centre_slice", "display_window", "save_overlay_png"]
 
