@@ -40,7 +40,7 @@ UNSEEN = ("btcv", 4)
 
 
 def _cli(*args: object) -> str:
-    proc = subprocess.run([sys.executable, "-m", "medsegzoo", *map(str, args)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "medsegzoo", *map(str, args)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"medsegzoo {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout.strip().splitlines()[-1].strip() if proc.stdout.strip() else ""

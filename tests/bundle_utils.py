@@ -57,7 +57,7 @@ def run_command(cmd: Sequence[str], cwd: str | os.PathLike | None = None, check:
     """Run ``cmd``; with ``check`` fail the test with the command and its output tail."""
     proc = subprocess.run(
         [str(c) for c in cmd], cwd=str(cwd) if cwd else None, capture_output=True, text=True,
-        timeout=timeout, env=_env(env),
+        timeout=timeout, env=_env(env), check=False,
     )
     if check and proc.returncode != 0:
         output = (proc.stdout + "\n" + proc.stderr)[-OUTPUT_TAIL:]

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from bundle_utils import (
     META_SCHEMA,
     bundle_dir,
@@ -26,6 +25,7 @@ from bundle_utils import (
     monai_bundle,
     run_bundle,
 )
+
 from medsegzoo.engines.partial_label import prediction_path
 from medsegzoo.inference.overlay import save_overlay_png
 
@@ -64,8 +64,10 @@ def test_crash_resume_inference_evaluate(data, tmp_path):
         "run": [
             "$@train#resume.attach(@train#trainer)",
             "$@train#checkpoint_saver.attach(@train#trainer)",
-            "$@train#trainer.add_event_handler(monai.engines.workflow.Events"
-            ".ITERATION_COMPLETED(once=3), lambda engine: os._exit(3))",
+            (
+                "$@train#trainer.add_event_handler(monai.engines.workflow.Events"
+                ".ITERATION_COMPLETED(once=3), lambda engine: os._exit(3))"
+            ),
             "$@train#trainer.run()",
         ],
     }))
