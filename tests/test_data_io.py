@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+
 from medsegzoo.data.io import dicom_series_files, load_volume, save_dicom_series, save_volume
 from medsegzoo.data.phantoms.sites import to_orientation
 from medsegzoo.errors import DataValidationError
@@ -118,3 +119,18 @@ def test_load_volume_errors_name_the_path(tmp_path: Path) -> None:
     bad.write_bytes(b"not a nifti file")
     with pytest.raises(DataValidationError, match="bad.nii.gz"):
         load_volume(bad)
+
+
+def test_a_damaged_file_is_one_error_naming_it(tmp_path):
+    from medsegzoo.data.formats import read_volume
+    from medsegzoo.data.io import is_nifti, reading
+
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a nifti file")
+    for read in (load_volume, read_volume):
+        with pytest.raises(DataValidationError, match=r"broken\.nii\.gz: cannot be read as a volume \("):
+            read(broken)
+    # ours pass through unchanged
+    with pytest.raises(DataValidationError, match="^own message$"), reading(broken):
+        raise DataValidationError("own message")
+    assert is_nifti("a/B.NII.GZ") and is_nifti(Path("x.nii")) and not is_nifti("x.nii.gz.bak")

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from medsegzoo.data.io import NIFTI_SUFFIXES, is_nifti, reading
 from medsegzoo.errors import DataValidationError
 
-__all__ = ["Volume", "is_nifti", "read_png_stack", "read_volume"]
+__all__ = ["NIFTI_SUFFIXES", "Volume", "is_nifti", "read_png_stack", "read_volume"]
 
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 H5_SUFFIXES = (".h5", ".hdf5")
 
 
@@ -42,11 +42,6 @@ class Volume:
     shape: tuple[int, ...]
     affine: np.ndarray
     array: np.ndarray | None = None
-
-
-def is_nifti(path: str | os.PathLike) -> bool:
-    """Whether a file name ends in ``.nii`` or ``.nii.gz``."""
-    return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
 def _is_h5(path: Path) -> bool:
@@ -82,7 +77,7 @@ def read_volume(
         DataValidationError: the file cannot be read as a volume (message names it and why).
     """
     path = Path(path)
-    try:
+    with reading(path):
         if path.is_dir():
             if _png_files(path):
                 return read_png_stack(path, reference)
@@ -92,12 +87,6 @@ def read_volume(
         if _is_h5(path):
             return _read_h5(path, field, voxels)
         return _read_with_io(path)
-    except DataValidationError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any reader failure becomes one message naming the file
-        raise DataValidationError(
-            f"{path}: cannot be read as a volume ({type(err).__name__}: {err})"
-        ) from None
 
 
 def _read_nifti(path: Path, voxels: bool) -> Volume:

@@ -17,7 +17,8 @@ Writes are atomic (:func:`medsegzoo.utils.atomic_path`): a failed write leaves n
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ import numpy as np
 from medsegzoo.errors import DataValidationError
 from medsegzoo.utils.atomic import atomic_path
 
-__all__ = ["dicom_series_files", "load_volume", "save_dicom_series", "save_volume"]
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "dicom_series_files",
+    "is_nifti",
+    "load_volume",
+    "reading",
+    "save_dicom_series",
+    "save_volume",
+]
 
 # LPS <-> RAS: negate the first two world axes (the same matrix both ways)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -35,8 +44,33 @@ _MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 _CT_INTERCEPT = -1024.0  # stored CT values are HU + 1024, unsigned, as most scanners write them
 
 
-def _is_nifti(path: Path) -> bool:
-    return path.name.lower().endswith((".nii", ".nii.gz"))
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    """Whether a file name ends in ``.nii`` or ``.nii.gz`` (any case)."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+@contextmanager
+def reading(path: str | os.PathLike) -> Iterator[None]:
+    """Turn any failure of a third-party reader into one :class:`DataValidationError` naming ``path``.
+
+    Our own :class:`DataValidationError` passes through unchanged. Readers (nibabel, ITK,
+    h5py, PIL) raise many unrelated types for a damaged file; the user needs the file name
+    and the reason, not a traceback from inside a library.
+
+    Raises:
+        DataValidationError: whatever the block raised, with ``path`` and the reason.
+    """
+    try:
+        yield
+    except DataValidationError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any reader failure becomes one message naming the file
+        raise DataValidationError(
+            f"{path}: cannot be read as a volume ({type(err).__name__}: {err})"
+        ) from None
 
 
 def load_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,17 +91,11 @@ def load_volume(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.nda
     path = Path(path)
     if not path.exists():
         raise DataValidationError(f"{path}: does not exist")
-    try:
-        if path.is_file() and _is_nifti(path):
+    with reading(path):
+        if path.is_file() and is_nifti(path):
             return _load_nifti(path)
         files = dicom_series_files(path) if path.is_dir() else [str(path)]
         return _load_itk(files)
-    except DataValidationError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any reader failure becomes one message naming the file
-        raise DataValidationError(
-            f"{path}: cannot be read as a volume ({type(err).__name__}: {err})"
-        ) from None
 
 
 def _load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -151,7 +179,7 @@ def save_volume(
     import nibabel as nib
 
     path = Path(path)
-    if not _is_nifti(path):
+    if not is_nifti(path):
         raise DataValidationError(f"{path}: save_volume writes NIfTI files (.nii or .nii.gz)")
     affine = np.asarray(affine, float)
     if affine.shape != (4, 4):

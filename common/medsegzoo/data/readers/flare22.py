@@ -18,15 +18,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medsegzoo.data.readers.base import NIFTI_RE, LayoutReader, ScannedCase, find_files, strip_nifti
+from medsegzoo.data.io import is_nifti
+from medsegzoo.data.readers.base import LayoutReader, ScannedCase, find_files, strip_nifti
 from medsegzoo.errors import LayoutError
 
 _LABELED = re.compile(r"FLARE22_Tr_\d+_0000")
 _IMAGE_SUFFIX = "_0000"
-
-
-def _is_nifti(path: Path) -> bool:
-    return bool(NIFTI_RE.search(path.name))
 
 
 class FLARE22Reader(LayoutReader):
@@ -52,7 +49,7 @@ class FLARE22Reader(LayoutReader):
         return root
 
     def scan(self, root: Path) -> list[ScannedCase]:
-        files = find_files(root, _is_nifti, max_depth=6)
+        files = find_files(root, lambda p: is_nifti(p.name), max_depth=6)
         images = [p for p in files if strip_nifti(p.name).endswith(_IMAGE_SUFFIX)]
         by_stem: dict[str, Path] = {}
         for path in files:
