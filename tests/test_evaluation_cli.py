@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import surface_distance as deepmind
+
 from medsegzoo.cli import main
 from medsegzoo.data.io import save_volume
 
@@ -108,14 +109,24 @@ def test_label_values_outside_the_system_exit_with_the_file_named(folders, capsy
     assert "a.nii.gz: label values [9] are not in label system 'aeval8'" in err
 
 
+
+def test_a_negative_tolerance_is_a_clean_error(folders, capsys):
+    argv = ["--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--labels", "aeval8", "--out", str(folders / "x")]
+    assert _run(*argv, "--tolerance", "-1") == 1
+    err = capsys.readouterr().err
+    assert "evaluate: error: tolerance table '-1 mm': the NSD tolerance of default must be a finite number of mm >= 0, got -1" in err
+    assert not (folders / "x").exists()
+
+
 @pytest.mark.slow
 def test_phantom_abdomenatlas_folder_and_its_datalist(tmp_path):
     """Ground truth written by the phantom generator in the AbdomenAtlas layout, read as a folder and as a datalist."""
+    from scipy import ndimage
+
     from medsegzoo.data.io import load_volume
     from medsegzoo.data.phantoms import write_phantom_dataset
     from medsegzoo.evaluation.metrics import compute_class_metrics
     from medsegzoo.taxonomy import get_label_system
-    from scipy import ndimage
 
     root = write_phantom_dataset(tmp_path / "atlas", "abdomenatlas", cases=2, size=40, seed=3)
     system = get_label_system("touchstone9")

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from medsegzoo.errors import UnknownNameError
+from medsegzoo.errors import DataValidationError, UnknownNameError
 
 __all__ = [
     "AEVAL",
@@ -88,7 +88,7 @@ class EmptyMaskConvention:
     def __post_init__(self) -> None:
         missing = [c for c in EMPTY_CASES if c not in self.outcomes]
         if missing:
-            raise ValueError(f"convention {self.name!r} lacks outcomes for {missing}")
+            raise DataValidationError(f"convention {self.name!r} lacks outcomes for {missing}")
         frozen = {c: MappingProxyType(dict(self.outcomes[c])) for c in EMPTY_CASES}
         object.__setattr__(self, "outcomes", MappingProxyType(frozen))
 
@@ -185,7 +185,9 @@ class ToleranceTable(Mapping[str, float]):
         checked = dict(self._per_class) if self.default is None else {**self._per_class, "default": self.default}
         for cls, tol in checked.items():
             if not (tol >= 0 and math.isfinite(tol)):
-                raise ValueError(f"tolerance table {name!r}: tolerance of {cls} must be a finite number >= 0, got {tol}")
+                raise DataValidationError(
+                    f"tolerance table {name!r}: the NSD tolerance of {cls} must be a finite number of mm >= 0, got {tol}"
+                )
 
     def __getitem__(self, name: str) -> float:
         if name in self._per_class:
@@ -270,7 +272,7 @@ def get_tolerances(spec: str | float | Mapping[str, float]) -> Mapping[str, floa
 
     Raises:
         UnknownNameError: an unknown preset name.
-        ValueError: a negative or non-finite number.
+        DataValidationError: a negative or non-finite number.
     """
     if isinstance(spec, ToleranceTable):
         return spec

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medsegzoo.errors import UnknownNameError
+from medsegzoo.errors import DataValidationError, UnknownNameError
 from medsegzoo.taxonomy.datasets import get_dataset, list_datasets, resolve_dataset_name
 from medsegzoo.taxonomy.names import canonical_name, normalize_name
 
@@ -47,7 +47,7 @@ class LabelSystem:
         if not self.values:
             object.__setattr__(self, "values", tuple(range(1, len(self.classes) + 1)))
         if len(self.values) != len(self.classes):
-            raise ValueError(
+            raise DataValidationError(
                 f"label system {self.name!r}: {len(self.classes)} classes "
                 f"but {len(self.values)} values"
             )
