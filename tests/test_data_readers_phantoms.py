@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from medsegzoo.cli import main
 from medsegzoo.data.datalist import SPLIT_KEYS, load_split
 from medsegzoo.data.phantoms.layouts import LAYOUTS, MANIFEST_NAME
@@ -178,3 +179,20 @@ def test_both_commands_in_subprocesses_and_a_random_split(tmp_path):
         f"case_{i:05d}" for i in range(6)
     }
     validate_datalist(out, root)
+
+
+def test_a_case_with_a_missing_mask_file_is_named_in_the_summary(tmp_path, capsys):
+    root = tmp_path / "atlas"
+    assert main(["phantoms", str(root), "--layout", "abdomenatlas", "--cases", "2", "--size", "24", "--quiet"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "atlas.json"
+    assert main(["datalist", "abdomenatlas", str(root), "--out", str(out)]) == 0
+    assert "note:" not in capsys.readouterr().out  # a complete download: no note
+    case = sorted(p for p in root.iterdir() if p.is_dir())[1]
+    (case / "segmentations" / "postcava.nii.gz").unlink()
+    assert main(["datalist", "abdomenatlas", str(root), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "note: 1 case(s) have fewer mask files than their data set defines" in printed
+    assert f"{case.name} lacks postcava" in printed
+    entry = next(e for e in json.loads(out.read_text())["training"] if e["case_id"] == case.name)
+    assert "postcava" not in entry["labeled_classes"] and len(entry["labeled_classes"]) == 8

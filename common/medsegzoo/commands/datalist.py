@@ -107,7 +107,33 @@ def _summary(datalist: dict[str, Any]) -> str:
     ]
     if datalist.get("excluded_cases"):
         lines.append(f"left out by the split: {len(datalist['excluded_cases'])} labeled cases")
+    incomplete = _incomplete_mask_cases(datalist)
+    if incomplete:
+        shown = "; ".join(
+            f"{case} lacks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+            for case, missing in incomplete[:5]
+        )
+        lines.append(
+            f"note: {len(incomplete)} case(s) have fewer mask files than their data set defines, so they "
+            f"label fewer classes (a partial download?): {shown}{' ...' if len(incomplete) > 5 else ''}"
+        )
     return "\n".join(lines)
+
+
+def _incomplete_mask_cases(datalist: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(case id, classes of its data set without a mask file) of per-class-mask cases."""
+    from medsegzoo.data.datalist import SPLIT_KEYS
+    from medsegzoo.taxonomy import get_dataset
+
+    out = []
+    for key in SPLIT_KEYS:
+        for entry in datalist.get(key, []):
+            if not entry.get("masks"):
+                continue
+            missing = [c for c in get_dataset(entry["dataset"]).classes if c not in entry["masks"]]
+            if missing:
+                out.append((str(entry.get("case_id", entry["image"])), missing))
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
