@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from zoo_utils import make_fake_bundle
 
-from medsegzoo.errors import DataValidationError
+from medsegzoo.errors import DataValidationError, UnknownNameError
 from medsegzoo.zoo.pack import bundle_files, pack_bundle, pack_zoo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +78,10 @@ def test_pack_zoo_index_format_and_base_url(tmp_path: Path) -> None:
     index = pack_zoo(tmp_path / "bundles", tmp_path / "zoo")
     assert sorted(index) == ["alpha_v0.10.0", "alpha_v0.2.0", "beta_v1.0.0"]
     assert index["alpha_v0.10.0"]["source"] == "alpha_v0.10.0.zip"
+    # one bundle by name; an unknown name lists the bundles
+    assert sorted(pack_zoo(tmp_path / "bundles", tmp_path / "one", names=["beta"])) == ["beta_v1.0.0"]
+    with pytest.raises(UnknownNameError, match=r"'gamma'.*alpha.*beta"):
+        pack_zoo(tmp_path / "bundles", tmp_path / "two", names=["gamma"])
 
 
 def test_pack_refuses_metadata_without_medsegzoo_version(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from medsegzoo.errors import DataValidationError, LayoutError
+from medsegzoo.errors import DataValidationError, LayoutError, UnknownNameError
 from medsegzoo.utils import atomic_path, atomic_write_json, atomic_write_text
 
 INDEX_NAME = "model_info.json"
@@ -265,15 +265,15 @@ def pack_zoo(
         The index written.
 
     Raises:
-        LayoutError, DataValidationError: a bundle cannot be packed (message names the file);
-        UnknownNameError-style LayoutError for a requested name that is not a bundle.
+        LayoutError, DataValidationError: a bundle cannot be packed (message names the file).
+        UnknownNameError: a requested name is not a bundle folder (the message lists them).
     """
     bundles = find_bundles(bundles_dir)
     if names:
         by_name = {b.name: b for b in bundles}
         missing = [n for n in names if n not in by_name]
         if missing:
-            raise LayoutError(f"{bundles_dir}: no bundle named {missing}; bundles here: {sorted(by_name)}")
+            raise UnknownNameError(f"{bundles_dir}: no bundle named {missing}; bundles here: {sorted(by_name)}")
         bundles = [by_name[n] for n in names]
     for bundle in bundles:  # check all first: refuse before writing anything
         read_bundle_metadata(bundle)
