@@ -60,7 +60,7 @@ def test_download_over_http_and_cli(tmp_path: Path) -> None:
         assert (target / "docs" / "README.md").read_text() == "# demo\n"
         proc = subprocess.run([sys.executable, "-m", "medsegzoo", "zoo", "download", "demo", "--index",
                                url + "model_info.json", "--bundle-dir", str(tmp_path / "cli")],
-                              capture_output=True, text=True, timeout=120)
+                              check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "cli" / "demo" / "LICENSE").read_text() == "Apache-2.0\n"
     # an existing bundle folder is not overwritten without --force, and stays intact
@@ -82,7 +82,7 @@ def test_unknown_name_or_version_lists_the_index(tmp_path: Path) -> None:
     _assert_nothing_left(tmp_path / "out")
     proc = subprocess.run([sys.executable, "-m", "medsegzoo", "zoo", "download", "nope", "--index",
                            str(zoo / "model_info.json"), "--bundle-dir", str(tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "it has: demo" in proc.stderr
     _assert_nothing_left(tmp_path / "out")
 

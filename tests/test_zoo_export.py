@@ -12,7 +12,13 @@ import pytest
 import torch
 from bundle_utils import bundle_dir, run_command
 
-from medsegzoo.zoo.export import export_onnx, has_dynamic_batch, load_bundle_network, max_abs_difference, run_onnx
+from medsegzoo.zoo.export import (
+    export_onnx,
+    has_dynamic_batch,
+    load_bundle_network,
+    max_abs_difference,
+    run_onnx,
+)
 
 INFER = ["train.json", "inference.json", "smoke.json"]
 BUNDLES = ["tct_partial_label_segmentation", "clip_universal_segmentation",

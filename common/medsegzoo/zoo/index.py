@@ -47,7 +47,7 @@ def read_location(location: str | os.PathLike, timeout: float = URL_TIMEOUT_S) -
     """The bytes at a local path or a URL."""
     text = str(location)
     if is_url(text):
-        with urllib.request.urlopen(text, timeout=timeout) as response:  # noqa: S310 (scheme checked)
+        with urllib.request.urlopen(text, timeout=timeout) as response:
             return response.read()
     return Path(text).read_bytes()
 

@@ -182,16 +182,17 @@ def write_reproducible_zip(entries: list[tuple[str, Path]], zip_path: str | os.P
     for rel, _ in entries:
         parts = rel.split("/")[:-1]
         folders.update(top + "/" + "/".join(parts[: i + 1]) + "/" for i in range(len(parts)))
-    with atomic_path(zip_path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as archive:
-            for folder in sorted(folders):
-                archive.writestr(_zip_info(folder, is_dir=True), b"")
-                names.append(folder)
-            for rel, path in sorted(entries, key=lambda item: item[0]):
-                arcname = f"{top}/{rel}"
-                archive.writestr(_zip_info(arcname, is_dir=False), path.read_bytes(),
-                                 compress_type=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL)
-                names.append(arcname)
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(
+        tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL
+    ) as archive:
+        for folder in sorted(folders):
+            archive.writestr(_zip_info(folder, is_dir=True), b"")
+            names.append(folder)
+        for rel, path in sorted(entries, key=lambda item: item[0]):
+            arcname = f"{top}/{rel}"
+            archive.writestr(_zip_info(arcname, is_dir=False), path.read_bytes(),
+                             compress_type=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL)
+            names.append(arcname)
     return names
 
 

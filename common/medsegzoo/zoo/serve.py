@@ -24,7 +24,7 @@ LOOPBACK = "127.0.0.1"
 class _QuietHandler(SimpleHTTPRequestHandler):
     """Static file handler that logs nothing (tests and background servers)."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (base class name)
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
