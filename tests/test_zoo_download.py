@@ -128,3 +128,22 @@ def test_link_inside_the_bundle_is_kept(tmp_path: Path) -> None:
     target = download_bundle("demo", _index_with(tmp_path, "demo", zip_path), tmp_path / "out")
     assert (target / "docs" / "meta.json").is_symlink()
     assert (target / "docs" / "meta.json").read_bytes() == META
+
+
+def test_serve_command_binds_loopback_and_serves_the_index(tmp_path: Path) -> None:
+    import urllib.request
+
+    zoo = _zoo(tmp_path, ("0.1.0",))
+    proc = subprocess.Popen([sys.executable, "-m", "medsegzoo", "zoo", "serve", str(zoo), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # "serving DIR at http://127.0.0.1:PORT/ ..."
+        url = line.split(" at ", 1)[1].split()[0]
+        assert url.startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(url + "model_info.json", timeout=30) as response:
+            assert json.loads(response.read()) == json.loads((zoo / "model_info.json").read_text())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
