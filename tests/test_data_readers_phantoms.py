@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medsegzoo.cli import main
@@ -183,7 +184,22 @@ def test_both_commands_in_subprocesses_and_a_random_split(tmp_path):
 
 def test_a_case_with_a_missing_mask_file_is_named_in_the_summary(tmp_path, capsys):
     root = tmp_path / "atlas"
-    assert main(["phantoms", str(root), "--layout", "abdomenatlas", "--cases", "2", "--size", "24", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "phantoms",
+                str(root),
+                "--layout",
+                "abdomenatlas",
+                "--cases",
+                "2",
+                "--size",
+                "24",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     out = tmp_path / "atlas.json"
     assert main(["datalist", "abdomenatlas", str(root), "--out", str(out)]) == 0
@@ -196,3 +212,58 @@ def test_a_case_with_a_missing_mask_file_is_named_in_the_summary(tmp_path, capsy
     assert f"{case.name} lacks postcava" in printed
     entry = next(e for e in json.loads(out.read_text())["training"] if e["case_id"] == case.name)
     assert "postcava" not in entry["labeled_classes"] and len(entry["labeled_classes"]) == 8
+
+
+@pytest.mark.parametrize("layout", ["btcv", "amos", "word", "flare22", "chaos_mr"])
+def test_native_values_sit_where_their_organs_are(layout, tmp_path):
+    """Each native value read back marks the right organ: the liver lies on the patient's right of
+    the spleen, the right kidney on the right of the left one (world RAS x, whatever the
+    orientation the site stores), and the liver is larger than the pancreas/kidney.
+
+    A label table wrong in both the writer and the reader would pass the class-name checks
+    above; it cannot put the left kidney on the patient's right.
+    """
+    from medsegzoo.data.formats import read_volume
+
+    root = tmp_path / layout
+    assert (
+        main(
+            [
+                "phantoms",
+                str(root),
+                "--layout",
+                layout,
+                "--cases",
+                "1",
+                "--size",
+                "40",
+                "--site",
+                "1",
+                "--seed",
+                "4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "list.json"
+    assert main(["datalist", layout, str(root), "--out", str(out)]) == 0
+    entry = load_split(out, "training", base_dir=root)[0]
+    spec = get_dataset(entry["dataset"])
+    volume = read_volume(entry["label"], field="label", reference=entry["image"])
+    label, affine = np.asarray(volume.array), volume.affine
+    label = label.squeeze()
+
+    def world_x(name: str) -> float:
+        voxels = np.argwhere(label == spec.index_of(name))
+        assert len(voxels), f"{layout}: no voxel of {name} (value {spec.index_of(name)})"
+        return float((affine[:3, :3] @ voxels.mean(axis=0) + affine[:3, 3])[0])
+
+    def size(name: str) -> int:
+        return int((label == spec.index_of(name)).sum())
+
+    assert world_x("liver") > world_x("spleen")  # RAS: +x is the patient's right
+    assert world_x("kidney_right") > world_x("kidney_left")
+    assert size("liver") > size("kidney_left")
+    if "pancreas" in spec.classes:
+        assert size("liver") > size("pancreas")
