@@ -24,8 +24,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-import numpy as np
 import pandas as pd
 import torch
 from monai.data.utils import create_file_basename
@@ -253,7 +251,7 @@ def prediction_path(
 
 
 def score_partial_label_predictions(
-    datalist: str | os.PathLike | Mapping[str, Any],
+    datalist: str | os.PathLike,
     dataset_dir: str | os.PathLike,
     split: str,
     pred_dir: str | os.PathLike,
@@ -265,13 +263,14 @@ def score_partial_label_predictions(
 ) -> pd.DataFrame:
     """Score written label maps against the datalist's ground truth, labeled classes only.
 
-    Each case's ground truth is converted to ``system`` (e.g. KiTS19's kidney is split into
-    left/right by connected components) and only the classes the case is labeled for are
-    scored: a kidney-only case says nothing about the liver the model also segments. Fully
+    The evaluation engine (:mod:`medsegzoo.evaluation.engine`) converts each case's ground
+    truth to ``system`` (e.g. KiTS19's kidney is split into left/right by connected
+    components), checks grids and label values, and scores only the classes the case is
+    labeled for: a kidney-only case says nothing about the liver the model also segments. Fully
     labeled sets (BTCV, WORD, AMOS) thus count every class.
 
     Args:
-        datalist: datalist file or dict.
+        datalist: datalist file.
         dataset_dir: folder the datalist's paths are relative to.
         split: split to score ("test", or "training" for a fully labeled unseen set).
         pred_dir: folder of the predictions (see :func:`prediction_path`).
@@ -288,16 +287,21 @@ def score_partial_label_predictions(
         DataValidationError: an empty split, a missing prediction (naming the expected file),
             or grids that differ.
     """
-    from medsegzoo.evaluation.metrics import compute_case_metrics
+    from medsegzoo.evaluation.conventions import get_convention
+    from medsegzoo.evaluation.engine import (
+        CaseSource,
+        EvaluationSettings,
+        cases_from_datalist,
+        evaluate_pairs,
+        pair_cases,
+    )
     from medsegzoo.evaluation.reports import write_report
-    from medsegzoo.taxonomy import convert_label_map
+    from medsegzoo.taxonomy import get_label_system
 
     entries = load_split(datalist, split, base_dir=dataset_dir)
     if not entries:
         raise DataValidationError(f"{datalist}: split {split!r} has no cases to score")
-    mask = LabeledClassesMask(system)
-    classes = list(mask.system.classes)
-    rows: list[dict[str, Any]] = []
+    predictions: dict[str, CaseSource] = {}
     for entry in entries:
         pred_path = prediction_path(entry["image"], pred_dir, dataset_dir, postfix)
         if not pred_path.is_file():
@@ -305,16 +309,17 @@ def score_partial_label_predictions(
                 f"{pred_path}: no prediction for case {entry.get('case_id')!r} (image {entry['image']}); "
                 "run the inference config on the same split first"
             )
-        gt_img = nib.load(entry["label"])
-        pred = np.rint(np.asarray(nib.load(str(pred_path)).dataobj)).astype(np.int16)
-        gt = convert_label_map(np.asarray(gt_img.dataobj), entry["dataset"], system, affine=gt_img.affine)
-        pred = pred.reshape(pred.shape[:3]) if pred.ndim == 4 and pred.shape[3] == 1 else pred
-        labeled = mask(entry["labeled_classes"])
-        scored = {i + 1: name for i, name in enumerate(classes) if labeled[i] > 0}
-        spacing = [float(z) for z in gt_img.header.get_zooms()[:3]]
-        for row in compute_case_metrics(pred, gt, spacing, scored, metrics=metrics):
-            row.update(case=entry.get("case_id"), dataset=entry.get("dataset"), site=entry.get("site"))
-            rows.append(row)
-    table = pd.DataFrame(rows)
+        predictions[str(entry["case_id"])] = CaseSource(str(entry["case_id"]), label=str(pred_path), label_system=system)
+    # the engine converts each case's ground truth to `system` and scores only the classes the
+    # case labels (its datalist entry's data set and labeled_classes)
+    truth = cases_from_datalist(datalist, split, base_dir=dataset_dir)
+    pairs, _, _ = pair_cases(predictions, truth, pred_name=str(pred_dir), gt_name=f"{datalist} [{split}]")
+    label_system = get_label_system(system)
+    classes = list(label_system.classes)
+    settings = EvaluationSettings(
+        system=label_system, convention=get_convention("aeval"), tolerances_mm=None,
+        metrics=tuple(metrics),
+    )
+    table = evaluate_pairs(pairs, settings, workers=1, progress=False)
     write_report(table, out_dir, title, metrics=list(metrics), classes=classes, group_columns=("dataset",))
     return table
