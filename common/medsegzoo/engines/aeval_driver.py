@@ -314,7 +314,7 @@ class ProtocolRunner:
                 pred_path = pred_path.with_name(pred_path.name.replace("_seg.nii", "_filled.nii"))
                 with atomic_path(pred_path) as tmp:  # the temporary name keeps .nii.gz for nibabel
                     nib.save(nib.Nifti1Image(filled.astype(np.uint8), label_img.affine), str(tmp))
-            entry.update(label=str(pred_path), dataset=system, labeled_classes=classes, pseudo_label=True)
+            entry.update(label=str(pred_path), dataset=system, labeled_classes=classes)
             entries.append(entry)
         return entries
 

@@ -1,0 +1,86 @@
+"""A-Eval protocol driver: label filling for joint training, and protocols 1 and 4 end to end."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from bundle_utils import MEDSEGZOO, run_command
+
+from medsegzoo.engines.aeval_driver import fill_missing_classes, parse_set, run_protocol
+from medsegzoo.errors import DataValidationError, UnknownNameError
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "stunet_cross_dataset_evaluation"
+
+
+def test_fill_missing_classes_keeps_ground_truth_and_fills_background_only() -> None:
+    # MSD Spleen truth (spleen = 1) aligned to aeval8 (spleen = 3); the model predicts liver (1)
+    # partly over the spleen: the truth wins there, the rest of the liver fills the background
+    label = np.zeros((4, 4, 1), np.int32)
+    label[0:2, 0:2] = 1
+    pred = np.zeros((4, 4, 1), np.int32)
+    pred[0:3, 0:3] = 1  # liver, overlapping the spleen
+    pred[3, 3] = 3  # a predicted spleen voxel: spleen is labeled, so it is not "missing"
+    out = fill_missing_classes(label, "msd_spleen", pred, "aeval8", missing=["liver"])
+    expected = np.zeros((4, 4, 1), np.int32)
+    expected[0:3, 0:3] = 1
+    expected[0:2, 0:2] = 3
+    np.testing.assert_array_equal(out, expected)
+    with pytest.raises(DataValidationError, match="shape"):
+        fill_missing_classes(label, "msd_spleen", pred[:2], "aeval8", missing=["liver"])
+
+
+def test_set_parsing_and_unknown_names(tmp_path: Path) -> None:
+    (tmp_path / "d.json").write_text("{}")
+    s = parse_set(f"x={tmp_path / 'd.json'}::{tmp_path}")
+    assert s.name == "x" and s.dataset_dir == tmp_path.resolve()
+    assert parse_set(f"y={tmp_path / 'd.json'}").dataset_dir == tmp_path.resolve()
+    with pytest.raises(DataValidationError, match="does not exist"):
+        parse_set(f"z={tmp_path / 'missing.json'}")
+    with pytest.raises(DataValidationError, match="NAME=DATALIST"):
+        parse_set("no-equals-sign")
+    with pytest.raises(UnknownNameError, match="'q' was not given"):
+        run_protocol(1, [s], ["q"], ["x"], BUNDLE, tmp_path / "w")
+    with pytest.raises(UnknownNameError, match="protocol 7"):
+        run_protocol(7, [s], ["x"], ["x"], BUNDLE, tmp_path / "w")
+
+
+def _phantoms(root: Path, layout: str, site: int, seed: int, split: str) -> tuple[Path, Path]:
+    proc = run_command([*MEDSEGZOO, "phantoms", root, "--layout", layout, "--cases", 4, "--size", 48,
+                        "--site", site, "--seed", seed, "--no-tumors", "--quiet"])
+    folder = Path(proc.stdout.strip().splitlines()[-1])
+    run_command([*MEDSEGZOO, "datalist", layout, folder, "--out", root / "datalist.json", "--split", split, "--seed", seed])
+    return folder, root / "datalist.json"
+
+
+@pytest.mark.slow
+def test_protocols_1_and_4_write_the_matrix(tmp_path: Path) -> None:
+    flare, flare_list = _phantoms(tmp_path / "flare", "flare22", 0, 0, "0.5/0.0/0.5")
+    spleen, spleen_list = _phantoms(tmp_path / "spleen", "msd_spleen", 2, 1, "0.5/0.0/0.5")
+    smoke = BUNDLE / "configs" / "smoke.json"
+    sets = ["--set", f"flare={flare_list}::{flare}", "--set", f"spleen={spleen_list}::{spleen}"]
+    common = [sys.executable, "-m", "medsegzoo.engines.aeval_driver", "--bundle", BUNDLE, *sets,
+              "--config", smoke, "--override", "max_epochs=1", "--override", "val_interval=100", "--no-mirroring"]
+    p1 = tmp_path / "p1"
+    run_command([*common, "--protocol", 1, "--work-dir", p1, "--train-sets", "flare", "--test-sets", "flare", "spleen"])
+    matrix = pd.read_csv(p1 / "aeval_matrix_dsc.csv", index_col=0)
+    assert list(matrix.index) == ["flare"] and list(matrix.columns) == ["flare", "spleen"]
+    table = pd.read_csv(p1 / "aeval_per_case.csv")
+    spleen_rows = table[table["test_set"] == "spleen"]
+    # the spleen test set's cell averages the spleen only; its other classes are absent (NaN)
+    assert spleen_rows[spleen_rows["class"] != "spleen"]["dsc"].isna().all()
+    assert matrix.loc["flare", "spleen"] == pytest.approx(100 * spleen_rows[spleen_rows["class"] == "spleen"]["dsc"].mean())
+    assert "A-Eval cross-dataset matrix" in (p1 / "report" / "summary.md").read_text()
+
+    p4 = tmp_path / "p4"
+    run_command([*common, "--protocol", 4, "--work-dir", p4, "--train-sets", "flare", "spleen", "--test-sets", "flare"])
+    # round 1 on FLARE22 (labels all 8), round 2 after filling MSD Spleen's missing 7 classes
+    assert (p4 / "Joint_r1" / "models" / "model.pt").is_file() and (p4 / "Joint_r2" / "models" / "model.pt").is_file()
+    joint = pd.read_csv(p4 / "aeval_matrix_dsc.csv", index_col=0)
+    assert list(joint.index) == ["Joint r2"]
+    filled = sorted((p4 / "pseudo_labels").rglob("*_filled.nii.gz"))
+    assert len(filled) == 2  # both MSD Spleen training cases got their missing classes filled
