@@ -31,7 +31,7 @@ ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def la_phantoms(root: Path, labeled: int = 6, unlabeled: int = 4, split: str = "0.6/0.2/0.2") -> tuple[Path, Path]:
-    """LA phantoms (h5 + train.list) and a datalist with validation and test splits."""
+    """LA phantoms (h5 + train.list) and a datalist (``split``: the datalist command's ``--split``)."""
     proc = run_command([*MEDSEGZOO, "phantoms", root / "la", "--layout", "la", "--labeled", labeled,
                         "--unlabeled", unlabeled, "--size", 40, "--seed", 0, "--quiet"])
     folder = Path(proc.stdout.strip().splitlines()[-1])
@@ -113,3 +113,16 @@ def test_bad_inputs_fail_with_clear_messages(trained: dict[str, Path], tmp_path:
     assert proc.returncode != 0 and "leaves no labeled case" in proc.stdout + proc.stderr
     # an empty unlabeled loader and labeled cases with different classes are checked before any
     # data is loaded too; their messages are tested in tests/test_engines_semi_supervised.py
+
+
+def test_without_validation_split_only_last_exists(tmp_path: Path) -> None:
+    # the LA release's official split has no validation cases: nothing may select a "best" model
+    data, datalist = la_phantoms(tmp_path, split="official")
+    assert not json.loads(datalist.read_text()).get("validation")
+    common = {"dataset_dir": data, "datalist": datalist, "bundle_root": tmp_path / "run"}
+    proc = run_bundle(BUNDLE, TRAIN, common, run_id="training", env=ENV)
+    assert "val_mean_dice" not in proc.stdout + proc.stderr
+    models = tmp_path / "run" / "models"
+    assert (models / "model_last.pt").is_file() and not (models / "model_best.pt").exists()
+    proc = run_bundle(BUNDLE, [*TRAIN, "inference.json"], {**common, "checkpoint": "best"}, run_id="inference", check=False, env=ENV)
+    assert proc.returncode != 0 and "only when the datalist has a validation split" in proc.stdout + proc.stderr
