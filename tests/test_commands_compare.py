@@ -136,3 +136,23 @@ def test_compare_scores_prediction_folders_with_the_engine(tmp_path):
     assert "label system: touchstone9" in md
     assert "Classes without any value (not in the table): kidney_right, kidney_left" in md
     assert "| sharp | " in md and "kidney_right |" not in md.split("## Touchstone")[0]
+
+
+@pytest.mark.parametrize(("tolerance", "expected_mm"), [("0.5", 0.5), ("aeval", 5.0), (None, 1.5)])
+def test_compare_tolerance_as_mm_or_preset(tmp_path, tolerance, expected_mm):
+    import surface_distance as deepmind
+
+    from medsegzoo.data.io import load_volume
+
+    for name, seed, noise in (("gt", 0, 0.0), ("a", 1, 0.2), ("b", 2, 0.3)):
+        (tmp_path / name).mkdir()
+        _label_maps(tmp_path / name, seed, noise)
+    out = tmp_path / "r"
+    extra = [] if tolerance is None else ["--tolerance", tolerance]
+    argv = ["compare", f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}", "--gt", str(tmp_path / "gt"), "--labels", "touchstone9"]
+    assert main([*argv, *extra, "--metrics", "dsc,nsd", "--out", str(out), "--bootstrap", "10", "--no-plots", "--workers", "1"]) == 0
+    row = pd.read_csv(out / "per_case.csv").set_index(["algorithm", "case", "class"]).loc[("a", "case0", "liver")]
+    gt, _, spacing = load_volume(tmp_path / "gt" / "case0.nii.gz")
+    pred, _, _ = load_volume(tmp_path / "a" / "case0.nii.gz")
+    dist = deepmind.compute_surface_distances(gt == 5, pred == 5, spacing)
+    assert row["nsd"] == pytest.approx(deepmind.compute_surface_dice_at_tolerance(dist, expected_mm), abs=1e-9)

@@ -110,12 +110,6 @@ def evaluate_folder(name: str, pred_dir: Path, args: argparse.Namespace, metrics
         raise DataValidationError(f"algorithm {name!r}: {pred_dir} is a prediction folder; --gt and --labels are needed to score it")
     from medsegzoo.evaluation.engine import evaluate_cases
 
-    tolerance: str | float | None = args.tolerance
-    if tolerance is not None:
-        try:
-            tolerance = float(tolerance)
-        except ValueError:
-            pass  # a preset name
     print(f"scoring {name}: {pred_dir}", file=sys.stderr)
     result = evaluate_cases(
         pred_dir,
@@ -124,7 +118,7 @@ def evaluate_folder(name: str, pred_dir: Path, args: argparse.Namespace, metrics
         gt_labels=args.gt_labels,
         split=args.split,
         convention=args.convention,
-        tolerances=tolerance,
+        tolerances=args.tolerance,  # a preset name or mm, as get_tolerances reads it
         metrics=metrics,
         workers=max(1, args.workers),
         allow_missing=args.allow_missing,

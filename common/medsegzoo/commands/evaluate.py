@@ -55,15 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _tolerance(text: str | None) -> str | float | None:
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def _print_summary(table: Any, metrics: list[str]) -> None:
     means = table.groupby("class", sort=False)[metrics].mean()
     print(f"{table['case'].nunique()} cases, {len(means)} classes; mean per class (NaN left out):")
@@ -84,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         gt_labels=args.gt_labels,
         split=args.split,
         convention=args.convention,
-        tolerances=_tolerance(args.tolerance),
+        tolerances=args.tolerance,  # a preset name or mm, as get_tolerances reads it
         metrics=metrics,
         workers=max(1, args.workers),
         allow_missing=args.allow_missing,
