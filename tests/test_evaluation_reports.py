@@ -139,3 +139,18 @@ def test_crowded_category_names_are_slanted():
         angles = {label.get_rotation() for label in ax.get_xticklabels()}
         plt.close(fig)
         assert angles == ({35.0} if rotated else {0.0}), names
+
+
+def test_small_boxes_show_their_cases_as_dots(tmp_path, monkeypatch):
+    from matplotlib.collections import PathCollection
+
+    shown = {}
+
+    def keep(fig, path):
+        shown["dots"] = sum(len(c.get_offsets()) for ax in fig.axes for c in ax.collections if isinstance(c, PathCollection))
+        return path
+
+    monkeypatch.setattr(plots, "save_figure", keep)
+    few = pd.DataFrame({"class": ["liver"] * 5 + ["spleen"] * 40, "dsc": np.linspace(0.5, 0.9, 45)})
+    plots.box_plot(few, "dsc", "class", tmp_path / "b.png")
+    assert shown["dots"] == 5  # the 5 liver cases; 40 spleen cases are a box only

@@ -38,6 +38,8 @@ DPI = 120
 # Touchstone's significance maps: blue = no significant superiority, yellow = significant
 SIGNIFICANCE_COLORS = ("#3b4cc0", "#f6d32d")
 SAME_ALGORITHM_COLOR = "#d9d9d9"
+# box plots also show every case as a dot when a box holds at most this many
+MAX_POINTS_SHOWN = 30
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
@@ -126,12 +128,20 @@ def box_plot(
             widths=width * 0.85,
             patch_artist=True,
             whis=1.5,
+            # outliers of a box whose cases are drawn as dots would appear twice
+            showfliers=any(series[i].size > MAX_POINTS_SHOWN for i in keep),
             flierprops={"marker": ".", "markersize": 3, "alpha": 0.6},
             medianprops={"color": "black"},
         )
         for patch in bp["boxes"]:
             patch.set_facecolor(colors(j % colors.N))
             patch.set_alpha(0.75)
+        # a box of a handful of cases hides how few they are: draw the cases themselves too
+        jitter = np.random.default_rng(j)  # fixed: the same table gives the same picture
+        for i in keep:
+            if series[i].size <= MAX_POINTS_SHOWN:
+                x = pos[i] + jitter.uniform(-0.25, 0.25, series[i].size) * width
+                ax.scatter(x, series[i], s=7, color="black", alpha=0.5, zorder=3, linewidths=0)
         handles.append((bp["boxes"][0], h))
     ax.set_xticks(np.arange(len(cats)))
     _set_category_labels(ax, cats, fig.get_figwidth())
