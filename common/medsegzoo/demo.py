@@ -98,6 +98,8 @@ class BundleDemo:
         report: path of the evaluation summary (Markdown) relative to ``bundle_root``.
         labels: label system of the predictions (legend of the overlay).
         env: extra environment of the bundle's processes.
+        predictions: glob (relative to ``bundle_root``) of the predicted label maps.
+        postfix: what the bundle appends to an image's name to name its prediction.
     """
 
     bundle: str
@@ -107,6 +109,8 @@ class BundleDemo:
     report: str
     labels: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    predictions: str = "eval/**/*_seg.nii.gz"
+    postfix: str = "_seg"
 
 
 def _phantom_datalist(out: Path, log: StepLog, folder: str, layout: str, cases: int, seed: int,
@@ -175,12 +179,20 @@ def _config_arg(files: Sequence[str]) -> str:
     return "[" + ",".join(f"'{f}'" for f in files) + "]"
 
 
-def _prediction_and_image(bundle_root: Path, dataset_dir: Path) -> tuple[Path, Path] | None:
-    """The first predicted label map ``<image>_seg.nii.gz`` whose image is found in the data."""
-    for pred in sorted((bundle_root / "eval").rglob("*_seg.nii.gz")):
-        image_name = pred.name[: -len("_seg.nii.gz")] + ".nii.gz"
-        for image in sorted(dataset_dir.rglob(image_name)):
-            return pred, image
+def _prediction_and_image(bundle_root: Path, data_root: Path, pattern: str = "eval/**/*_seg.nii.gz",
+                          postfix: str = "_seg") -> tuple[Path, Path] | None:
+    """The first prediction matching ``pattern`` whose image is found under ``data_root``.
+
+    Predictions mirror the data set's folder tree (``<tree>/<image>_seg.nii.gz``); the image is
+    the longest trailing part of that path, with ``postfix`` removed, that exists in the data.
+    """
+    for pred in sorted(bundle_root.glob(pattern)):
+        name = pred.name.replace(f"{postfix}.nii.gz", ".nii.gz")
+        parts = pred.relative_to(bundle_root).parts[:-1]
+        for start in range(len(parts) + 1):
+            image = data_root.joinpath(*parts[start:], name)
+            if image.is_file():
+                return pred, image
     return None
 
 
@@ -208,7 +220,7 @@ def run_bundle_demo(demo: BundleDemo, repo: Path, out: Path, log: StepLog) -> li
             lines.append(re.sub(r"\]\((?!/|https?:)([^)]+)\)", lambda m: f"]({prefix}/{m.group(1)})", line))
     else:
         lines += [f"(no evaluation summary at `{summary}`)"]
-    found = _prediction_and_image(bundle_root, Path(overrides["dataset_dir"]))
+    found = _prediction_and_image(bundle_root, Path(overrides["dataset_dir"]), demo.predictions, demo.postfix)
     if found:
         pred, image = found
         png = out / "figures" / f"{demo.bundle}_prediction.png"
