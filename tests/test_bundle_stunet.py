@@ -60,7 +60,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     spleen, spleen_list = phantom_set(tmp / "spleen", "msd_spleen", cases=2, site=2, seed=1, split="official")
     root = tmp / "run"
     args = ["--dataset_dir", str(data), "--datalist", str(datalist), "--bundle_root", str(root)]
+    pre = bundle("run preprocessing", [*SMOKE, str(CONFIGS / "preprocess.json")], tmp, *args)
+    assert "fingerprint written to" in pre.stdout + pre.stderr
+    plan_before = (root / "models" / "fingerprint.json").read_text()
     proc = bundle("run training", SMOKE, tmp, *args)
+    assert (root / "models" / "fingerprint.json").read_text() == plan_before  # training reuses the plan
     return {"tmp": tmp, "data": data, "datalist": datalist, "root": root, "args": args,
             "spleen": spleen, "spleen_datalist": spleen_list, "log": proc.stdout + proc.stderr}
 
