@@ -30,3 +30,15 @@ def test_atomic_path_keeps_compound_suffix(tmp_path):
         assert tmp.name.endswith(".nii.gz")
         tmp.write_bytes(b"x")
     assert (tmp_path / "img.nii.gz").read_bytes() == b"x"
+
+
+def test_atomic_file_gets_default_permissions(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        out = atomic_write_json(tmp_path / "a.json", {})
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # not mkstemp's 0600

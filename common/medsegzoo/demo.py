@@ -144,6 +144,14 @@ def _prepare_tcseg(out: Path, log: StepLog) -> dict[str, str]:
     return {"dataset_dir": str(root), "datalist": str(datalist)}
 
 
+def _prepare_stunet(out: Path, log: StepLog) -> dict[str, str]:
+    """One FLARE22-like site: STU-Net trains on it (A-Eval protocol 1 at smoke scale)."""
+    root, datalist = _phantom_datalist(out, log, "stunet_flare22", "flare22", 4, 0, 0, split="0.5/0.0/0.5",
+                                       extra=["--no-tumors"])
+    return {"dataset_dir": str(root), "datalist": str(datalist)}
+
+
+STUNET_CONFIGS = ["configs/train.json", "configs/smoke.json"]
 TCSEG_CONFIGS = ["configs/train.json", "configs/presets/brats2019.json", "configs/smoke.json"]
 
 BUNDLE_DEMOS: list[BundleDemo] = [
@@ -171,6 +179,19 @@ BUNDLE_DEMOS: list[BundleDemo] = [
         ],
         report="eval/report_last/summary.md",
         env={"OMP_NUM_THREADS": "1"},
+    ),
+    BundleDemo(
+        bundle="stunet_cross_dataset_evaluation",
+        title="STU-Net-S: nnU-Net-style training, A-Eval evaluation",
+        prepare=_prepare_stunet,
+        steps=[
+            ("training", STUNET_CONFIGS),
+            ("inference", [*STUNET_CONFIGS, "configs/inference.json"]),
+            ("evaluating", [*STUNET_CONFIGS, "configs/evaluate.json"]),
+        ],
+        report="eval/report/summary.md",
+        labels="aeval8",
+        predictions="predictions/**/*_seg.nii.gz",
     ),
 ]
 
