@@ -173,3 +173,24 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path) -> None:
     foreign.write_text(json.dumps(entry))
     out = _fails(SMOKE, _overrides(root, [str(foreign)]), "training")
     assert "labels none of the model's classes" in out and "'la'" in out
+
+
+def test_per_class_mask_layout_feeds_the_same_pipeline(tmp_path: Path) -> None:
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    from medsegzoo.engines.universal import load_partial_split
+
+    datalist = make_phantom_datalist(tmp_path, "abdomenatlas", cases=2, size=32, split=None)[1]
+    parser = ConfigParser()
+    parser.read_config([str(bundle_dir(BUNDLE) / "configs" / n) for n in SMOKE])
+    parser.update({"bundle_root": str(tmp_path)})
+    preprocess = Compose(parser.get_parsed_content("base_transforms"))
+    case = load_partial_split(str(datalist), "training")[0]
+    assert "masks" in case and "label" not in case
+    out = preprocess(case)
+    classes = get_label_system("universal32").classes
+    assert out["label"].shape[0] == len(classes) and out["label"].shape[1:] == out["image"].shape[1:]
+    labeled = {classes[i] for i in range(len(classes)) if out["labeled_classes"][i]}
+    assert {"liver", "spleen", "kidney_left", "kidney_right"} <= labeled
+    assert out["label"][classes.index("liver")].sum() > 0

@@ -106,8 +106,7 @@ def load_partial_split(
         dataset_dir: folder the relative paths start from (None: the datalist's rule).
         system: label system of the label maps after conversion.
         classes: the model's output classes (a subset of ``system``; None: all of them).
-        require_labels: every entry must have a ``label`` (per-class mask layouts are not
-            read by this bundle yet).
+        require_labels: every entry must have a ``label`` map or per-class ``masks``.
 
     Returns:
         Entries with absolute paths; ``labeled_classes`` filled from the data set when absent.
@@ -126,11 +125,8 @@ def load_partial_split(
     target = "model's classes" if classes is not None else f"{system} classes"
     for case in cases:
         where = f"{datalist}: case {case.get('case_id', '?')!r} (data set {case.get('dataset', '?')!r})"
-        if require_labels and "label" not in case:
-            raise DataValidationError(
-                f"{where} has no 'label' label map"
-                + (" (per-class 'masks' layouts are not supported by this bundle)" if "masks" in case else "")
-            )
+        if require_labels and "label" not in case and "masks" not in case:
+            raise DataValidationError(f"{where} has neither a 'label' label map nor per-class 'masks'")
         if "labeled_classes" not in case:
             if "dataset" not in case:
                 raise DataValidationError(f"{where} has neither 'labeled_classes' nor 'dataset'")
