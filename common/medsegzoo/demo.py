@@ -100,6 +100,8 @@ class BundleDemo:
         env: extra environment of the bundle's processes.
         predictions: glob (relative to ``bundle_root``) of the predicted label maps.
         postfix: what the bundle appends to an image's name to name its prediction.
+        find_overlay: ``(bundle_root, overrides) -> (prediction, image)`` for bundles whose
+            predictions do not mirror the data set's folder tree.
     """
 
     bundle: str
@@ -111,6 +113,7 @@ class BundleDemo:
     env: dict[str, str] = field(default_factory=dict)
     predictions: str = "eval/**/*_seg.nii.gz"
     postfix: str = "_seg"
+    find_overlay: Callable[[Path, dict[str, str]], tuple[Path, Path] | None] | None = None
 
 
 def _phantom_datalist(out: Path, log: StepLog, folder: str, layout: str, cases: int, seed: int,
@@ -151,8 +154,31 @@ def _prepare_stunet(out: Path, log: StepLog) -> dict[str, str]:
     return {"dataset_dir": str(root), "datalist": str(datalist)}
 
 
+UNIVERSAL_DATALISTS = ["btcv_site0", "kits19_site1", "msd_spleen_site2", "abdomenatlas_site3"]
+
+
+def _prepare_universal(out: Path, log: StepLog) -> dict[str, str]:
+    """The demo's four partially/fully labeled phantom sets (written in step 1), one datalist each."""
+    paths = [str(out.parent / "datalists" / f"{name}.json") for name in UNIVERSAL_DATALISTS]
+    return {"datalist": "[" + ",".join(f"'{p}'" for p in paths) + "]",
+            "val_split": "training", "infer_split": "training"}
+
+
+def _universal_overlay(bundle_root: Path, overrides: dict[str, str]) -> tuple[Path, Path] | None:
+    """Predictions are named ``<case_id>.nii.gz``: find a KiTS case (it has a tumor class)."""
+    for name in ("kits19_site1", *UNIVERSAL_DATALISTS):
+        datalist = json.loads((bundle_root.parents[1] / "datalists" / f"{name}.json").read_text())
+        for entry in datalist.get("training", []):
+            pred = bundle_root / "predictions" / f"{entry['case_id']}.nii.gz"
+            if pred.is_file():
+                return pred, Path(datalist["dataset_dir"]) / entry["image"]
+    return None
+
+
 STUNET_CONFIGS = ["configs/train.json", "configs/smoke.json"]
 TCSEG_CONFIGS = ["configs/train.json", "configs/presets/brats2019.json", "configs/smoke.json"]
+
+UNIVERSAL_CONFIGS = ["configs/train.json", "configs/smoke.json"]
 
 BUNDLE_DEMOS: list[BundleDemo] = [
     BundleDemo(
@@ -179,6 +205,22 @@ BUNDLE_DEMOS: list[BundleDemo] = [
         ],
         report="eval/report_last/summary.md",
         env={"OMP_NUM_THREADS": "1"},
+    ),
+    BundleDemo(
+        bundle="clip_universal_segmentation",
+        title="CLIP-driven universal model: text-conditioned heads over 32 classes",
+        prepare=_prepare_universal,
+        steps=[
+            # random-weight open_clip at smoke scale (no weights can be downloaded offline)
+            ("text_embeddings", ["configs/text_embeddings.json", "configs/smoke.json"]),
+            ("training", UNIVERSAL_CONFIGS),
+            ("inference", [*UNIVERSAL_CONFIGS[:1], "configs/inference.json", "configs/smoke.json"]),
+            ("evaluating", [*UNIVERSAL_CONFIGS[:1], "configs/inference.json", "configs/evaluate.json",
+                            "configs/smoke.json"]),
+        ],
+        report="eval/report/summary.md",
+        labels="universal32",
+        find_overlay=_universal_overlay,
     ),
     BundleDemo(
         bundle="stunet_cross_dataset_evaluation",
@@ -241,7 +283,10 @@ def run_bundle_demo(demo: BundleDemo, repo: Path, out: Path, log: StepLog) -> li
             lines.append(re.sub(r"\]\((?!/|https?:)([^)]+)\)", lambda m: f"]({prefix}/{m.group(1)})", line))
     else:
         lines += [f"(no evaluation summary at `{summary}`)"]
-    found = _prediction_and_image(bundle_root, Path(overrides["dataset_dir"]), demo.predictions, demo.postfix)
+    if demo.find_overlay is not None:
+        found = demo.find_overlay(bundle_root, overrides)
+    else:
+        found = _prediction_and_image(bundle_root, Path(overrides["dataset_dir"]), demo.predictions, demo.postfix)
     if found:
         pred, image = found
         png = out / "figures" / f"{demo.bundle}_prediction.png"
