@@ -11,21 +11,12 @@ from medsegzoo.data.phantoms.anatomy import ABDOMEN_CLASSES, TISSUES
 from medsegzoo.data.phantoms.generator import make_phantom
 from medsegzoo.data.phantoms.sites import SITES, get_site, site_grid, to_orientation
 from medsegzoo.errors import MedSegZooError, UnknownNameError
-from medsegzoo.taxonomy import get_dataset, split_left_right
+from medsegzoo.taxonomy import get_dataset, get_label_system, split_left_right
 from scipy import ndimage
 
 SIZE = 32
 # the 9 Touchstone classes and the other organs the brief asks for, every one must be drawn
-REQUIRED = (
-    "spleen",
-    "kidney_right",
-    "kidney_left",
-    "gallbladder",
-    "liver",
-    "stomach",
-    "aorta",
-    "postcava",
-    "pancreas",
+REQUIRED = get_label_system("touchstone9").classes + (
     "esophagus",
     "duodenum",
     "adrenal_gland_right",

@@ -108,20 +108,12 @@ def evaluate_folder(name: str, pred_dir: Path, args: argparse.Namespace, metrics
     """
     if not args.gt or not args.labels:
         raise DataValidationError(f"algorithm {name!r}: {pred_dir} is a prediction folder; --gt and --labels are needed to score it")
+    from medsegzoo.commands.evaluate import engine_options
     from medsegzoo.evaluation.engine import evaluate_cases
 
     print(f"scoring {name}: {pred_dir}", file=sys.stderr)
     result = evaluate_cases(
-        pred_dir,
-        args.gt,
-        args.labels,
-        gt_labels=args.gt_labels,
-        split=args.split,
-        convention=args.convention,
-        tolerances=args.tolerance,  # a preset name or mm, as get_tolerances reads it
-        metrics=metrics,
-        workers=max(1, args.workers),
-        allow_missing=args.allow_missing,
+        pred_dir, args.gt, args.labels, **engine_options(args, metrics),
         progress=True,
     )
     # settings lines (label system, convention, tolerances) are the same for every algorithm;

@@ -55,6 +55,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def engine_options(args: argparse.Namespace, metrics: list[str]) -> dict[str, Any]:
+    """Keyword arguments of :func:`~medsegzoo.evaluation.engine.evaluate_cases` shared by the
+    ``evaluate`` and ``compare`` commands (same flags, same meaning)."""
+    return {
+        "gt_labels": args.gt_labels,
+        "split": args.split,
+        "convention": args.convention,
+        "tolerances": args.tolerance,  # a preset name or mm, as get_tolerances reads it
+        "metrics": metrics,
+        "workers": max(1, args.workers),
+        "allow_missing": args.allow_missing,
+    }
+
+
 def _print_summary(table: Any, metrics: list[str]) -> None:
     means = table.groupby("class", sort=False)[metrics].mean()
     print(f"{table['case'].nunique()} cases, {len(means)} classes; mean per class (NaN left out):")
@@ -69,18 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     metrics = [m.strip().lower() for m in args.metrics.split(",") if m.strip()]
     result = evaluate_cases(
-        args.pred,
-        args.gt,
-        args.labels,
-        gt_labels=args.gt_labels,
-        split=args.split,
-        convention=args.convention,
-        tolerances=args.tolerance,  # a preset name or mm, as get_tolerances reads it
-        metrics=metrics,
-        workers=max(1, args.workers),
-        allow_missing=args.allow_missing,
-        metadata=args.metadata,
-        progress=not args.quiet,
+        args.pred, args.gt, args.labels, **engine_options(args, metrics),
+        metadata=args.metadata, progress=not args.quiet,
     )
     out = Path(args.out)
     notes = result.notes()
