@@ -36,6 +36,7 @@ from monai.inferers import SlidingWindowInferer
 from monai.transforms import (
     Compose,
     CropForegroundd,
+    DeleteItemsd,
     LoadImaged,
     Orientationd,
     RandCropByPosNegLabeld,
@@ -43,8 +44,8 @@ from monai.transforms import (
     RandShiftIntensityd,
     ScaleIntensityRanged,
     SelectItemsd,
-    SpatialPadd,
     Spacingd,
+    SpatialPadd,
 )
 
 from medsegzoo.engines.universal import (
@@ -59,7 +60,7 @@ from medsegzoo.losses.universal import UniversalLoss
 from medsegzoo.networks.text_encoders import compute_text_embeddings
 from medsegzoo.networks.universal import UniversalModel
 from medsegzoo.taxonomy.convert import _is_lesion
-from medsegzoo.transforms import ConvertLabelsd, LabeledClassesMaskd
+from medsegzoo.transforms import ConvertLabelsd, ForegroundUniond, LabeledClassesMaskd
 
 TRAIN_SETS = (("btcv", 4, 0), ("kits19", 4, 1), ("msd_liver", 4, 2), ("msd_spleen", 4, 3))
 # held-out sites; the tumor probability gives patients with and without tumors
@@ -117,7 +118,9 @@ def train_and_test(encoder: str, seed: int, train_cases: list[dict], test_cases:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-5)
     loss_fn = UniversalLoss()
     augment = Compose([
-        RandCropByPosNegLabeld(keys=["image", "label"], label_key="label", spatial_size=PATCH, pos=2, neg=1, num_samples=2, image_key="image", image_threshold=0),
+        ForegroundUniond(keys="label", output_key="foreground"),  # as the bundle: keeps channel 0 (spleen)
+        RandCropByPosNegLabeld(keys=["image", "label"], label_key="foreground", spatial_size=PATCH, pos=2, neg=1, num_samples=2, image_key="image", image_threshold=0),
+        DeleteItemsd(keys="foreground"),
         RandRotate90d(keys=["image", "label"], prob=0.1, max_k=3),
         RandShiftIntensityd(keys="image", offsets=0.1, prob=0.2),
         MaskUnlabeledChannelsd(keys="label"),
@@ -167,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--encoders", nargs="+", default=["minilm", "onehot"])
     parser.add_argument("--out", type=Path, default=None, help="JSON file for the per-seed results")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         train_lists, test_lists = make_data(Path(tmp), args.size)

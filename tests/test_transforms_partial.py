@@ -1,13 +1,21 @@
-"""LabeledClassesMask(d): multi-hot labeled classes that survive MONAI batching."""
+"""LabeledClassesMask(d): multi-hot labeled classes that survive MONAI batching; ForegroundUnion(d)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from monai.data import DataLoader, Dataset, list_data_collate
+from monai.transforms import Compose, RandCropByPosNegLabeld
+from monai.transforms.utils import map_binary_to_indices
 
 from medsegzoo.errors import DataValidationError, UnknownNameError
-from medsegzoo.transforms import LabeledClassesMask, LabeledClassesMaskd
+from medsegzoo.transforms import (
+    ForegroundUnion,
+    ForegroundUniond,
+    LabeledClassesMask,
+    LabeledClassesMaskd,
+)
 
 
 def test_mask_over_system_classes() -> None:
@@ -54,3 +62,29 @@ def test_output_key_and_missing_list() -> None:
         LabeledClassesMaskd(keys="labeled_classes", system="aeval8")({"case_id": "x"})
     skipped = LabeledClassesMaskd(keys="labeled_classes", system="aeval8", allow_missing_keys=True)
     assert skipped({"case_id": "x"}) == {"case_id": "x"}
+
+
+def test_foreground_union_keeps_the_first_class_for_patch_sampling() -> None:
+    # a multi-hot label whose only foreground is channel 0 (spleen in universal32 order)
+    label = torch.zeros(3, 16, 16, 16)
+    label[0, 2:5, 2:5, 2:5] = 1
+    image = torch.ones(1, 16, 16, 16)
+    fg_monai, _ = map_binary_to_indices(label, image, 0)
+    assert len(fg_monai) == 0  # MONAI drops channel 0 as background: the reason for the union
+    union = ForegroundUnion()(label)
+    assert union.shape == (1, 16, 16, 16) and union.dtype == label.dtype
+    assert int(union.sum()) == 27
+    fg, _ = map_binary_to_indices(union, image, 0)
+    assert len(fg) == 27
+    np.testing.assert_array_equal(ForegroundUnion()(label.numpy()), union.numpy())
+    # positive-only sampling on the union: every 4^3 patch touches the spleen
+    pipeline = Compose([
+        ForegroundUniond(keys="label", output_key="fg"),
+        RandCropByPosNegLabeld(keys=["image", "label"], label_key="fg", spatial_size=(4, 4, 4), pos=1, neg=0,
+                               num_samples=8, image_key="image", image_threshold=0),
+    ])
+    pipeline.set_random_state(seed=0)
+    patches = pipeline({"image": image, "label": label})
+    assert all(p["label"][0].sum() > 0 for p in patches)
+    with pytest.raises(DataValidationError, match="shape"):
+        ForegroundUnion()(torch.zeros(5))

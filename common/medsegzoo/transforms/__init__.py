@@ -4,7 +4,8 @@
   "mr_zscore", "nnunet_ct")
 * label conversion and validation: :class:`ConvertLabels` / :class:`ConvertLabelsd`,
   :class:`ValidateLabels` / :class:`ValidateLabelsd`
-* partial labels: :class:`LabeledClassesMask` / :class:`LabeledClassesMaskd`
+* partial labels: :class:`LabeledClassesMask` / :class:`LabeledClassesMaskd`;
+  :class:`ForegroundUnion` / :class:`ForegroundUniond` (patch sampling on a multi-hot label)
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from medsegzoo.transforms.labels import (
     ValidateLabels,
     ValidateLabelsd,
 )
-from medsegzoo.transforms.partial import LabeledClassesMask, LabeledClassesMaskd
+from medsegzoo.transforms.partial import ForegroundUnion, ForegroundUniond, LabeledClassesMask, LabeledClassesMaskd
 
 __all__ = [
     "INTENSITY_PRESETS",
     "ConvertLabels",
     "ConvertLabelsd",
+    "ForegroundUnion",
+    "ForegroundUniond",
     "LabeledClassesMask",
     "LabeledClassesMaskd",
     "ValidateLabels",

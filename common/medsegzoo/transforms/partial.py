@@ -14,15 +14,17 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
-from monai.config import KeysCollection
+from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
+from monai.utils import TransformBackends, convert_to_dst_type
 
 from medsegzoo.errors import DataValidationError
 from medsegzoo.taxonomy import canonical_name, get_label_system, labeled_classes, side_parts
 from medsegzoo.taxonomy.convert import resolve_class
 
-__all__ = ["LabeledClassesMask", "LabeledClassesMaskd"]
+__all__ = ["ForegroundUnion", "ForegroundUniond", "LabeledClassesMask", "LabeledClassesMaskd"]
 
 
 class LabeledClassesMask(Transform):
@@ -124,4 +126,52 @@ class LabeledClassesMaskd(MapTransform):
             else:
                 continue
             d[self.output_key or key] = self.mask(names)
+        return d
+
+
+class ForegroundUnion(Transform):
+    """One-channel mask of the voxels where any channel of a multi-hot label is set.
+
+    MONAI's positive/negative patch sampler (``RandCropByPosNegLabeld`` through
+    ``map_binary_to_indices``) reads a label with more than one channel as one-hot and drops
+    channel 0 as background. A multi-hot label (one channel per class, no background channel)
+    would lose its first class that way: with the universal32 order, spleen-only MSD Spleen
+    cases would never count as foreground. Sampling on this union keeps every class.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __call__(self, label: NdarrayOrTensor) -> NdarrayOrTensor:
+        """``(C, *spatial)`` multi-hot label -> ``(1, *spatial)`` mask of the label's dtype.
+
+        Raises:
+            DataValidationError: a label without a channel axis.
+        """
+        if label.ndim < 2:
+            raise DataValidationError(f"ForegroundUnion expects a (C, *spatial) label, got shape {tuple(label.shape)}")
+        union = (label > 0).any(0, keepdims=True) if isinstance(label, np.ndarray) else (label > 0).any(0, keepdim=True)
+        out, *_ = convert_to_dst_type(union, label, dtype=label.dtype)
+        return out
+
+
+class ForegroundUniond(MapTransform):
+    """Dictionary form of :class:`ForegroundUnion`: writes the mask to ``output_key``.
+
+    Args:
+        keys: multi-hot label key (one key).
+        output_key: key of the one-channel mask (use it as ``label_key`` of the sampler and
+            drop it afterwards with ``DeleteItemsd``).
+    """
+
+    def __init__(self, keys: KeysCollection, output_key: str = "foreground", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"ForegroundUniond takes one label key, got {self.keys}")
+        self.output_key = output_key
+        self.union = ForegroundUnion()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[self.output_key] = self.union(d[key])
         return d
