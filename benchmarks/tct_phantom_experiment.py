@@ -48,7 +48,7 @@ def _cli(*args: object) -> str:
 
 def make_data(root: Path, seed: int, cases: int, size: int) -> tuple[Path, Path, Path, Path]:
     """Write the partially labeled mix and the unseen set; return their folders and datalists."""
-    from medsegzoo.engines.partial_label import combine_datalists
+    from medsegzoo.data.datalist import combine_datalists
 
     mix = root / "mix"
     parts = []

@@ -4,8 +4,11 @@ import json
 import os
 
 import pytest
+from monai.data import load_decathlon_datalist
+
 from medsegzoo.data.datalist import (
     SPLIT_KEYS,
+    combine_datalists,
     load_datalist,
     load_split,
     make_case,
@@ -15,7 +18,6 @@ from medsegzoo.data.datalist import (
     save_datalist,
 )
 from medsegzoo.errors import DataValidationError
-from monai.data import load_decathlon_datalist
 
 
 def _datalist(tmp_path):
@@ -182,3 +184,51 @@ def test_random_split_rejects_bad_fractions(val, test):
 def test_relative_path_is_posix(tmp_path):
     assert relative_path(tmp_path / "a" / "b.nii.gz", tmp_path) == "a/b.nii.gz"
     assert relative_path(tmp_path / "x.nii", tmp_path / "a") == "../x.nii"
+
+
+def _two_small_sets(tmp_path):
+    """Two one-case data sets under tmp_path/root with the files their entries name."""
+    root = tmp_path / "root"
+    for name, case, dataset, classes in (("a", "k1", "kits19", ["kidney"]), ("b", "s1", "msd_spleen", ["spleen"])):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for f in ("img.nii.gz", "lab.nii.gz"):
+            (folder / f).write_bytes(b"x")
+        (folder / "dl.json").write_text(json.dumps({
+            "name": name, "layout": name, "label_system": None, "dataset_dir": str(folder),
+            "training": [{"case_id": case, "image": "img.nii.gz", "label": "lab.nii.gz",
+                          "dataset": dataset, "labeled_classes": classes}],
+        }))
+    return root
+
+
+def test_combine_datalists_prefixes_paths_and_rejects_duplicates(tmp_path):
+    root = _two_small_sets(tmp_path)
+    out = combine_datalists([(root / "a" / "dl.json", None), (root / "b" / "dl.json", None)], root / "mix.json", root)
+    mixed = load_datalist(out)
+    assert [e["image"] for e in mixed["training"]] == ["a/img.nii.gz", "b/img.nii.gz"]
+    assert [e["label"] for e in mixed["training"]] == ["a/lab.nii.gz", "b/lab.nii.gz"]
+    assert mixed["datasets"] == ["kits19", "msd_spleen"] and mixed["label_system"] is None
+    with pytest.raises(DataValidationError, match="'k1' is also in"):
+        combine_datalists([(root / "a" / "dl.json", None)] * 2, root / "mix2.json", root)
+    with pytest.raises(DataValidationError, match="not inside"):
+        combine_datalists([(root / "a" / "dl.json", None)], root / "mix3.json", root / "b")
+    (root / "b" / "lab.nii.gz").unlink()
+    with pytest.raises(DataValidationError, match="lab.nii.gz"):
+        combine_datalists([(root / "a" / "dl.json", None), (root / "b" / "dl.json", None)], root / "mix4.json", root)
+    assert not (root / "mix2.json").exists() and not (root / "mix4.json").exists()
+
+
+def test_combine_command_writes_the_merged_list(tmp_path, capsys):
+    from medsegzoo.cli import main
+
+    root = _two_small_sets(tmp_path)
+    (root / "b" / "dl.json").write_text((root / "b" / "dl.json").read_text().replace(f'"dataset_dir": "{root / "b"}", ', ""))
+    out = root / "mix.json"
+    code = main(["datalist", "--combine", str(root / "a" / "dl.json"), f"{root / 'b' / 'dl.json'}::{root / 'b'}",
+                 "--dataset-dir", str(root), "--out", str(out), "--name", "mix"])
+    assert code == 0
+    mixed = load_datalist(out)
+    assert mixed["name"] == "mix" and [e["case_id"] for e in mixed["training"]] == ["k1", "s1"]
+    assert "data sets: kits19 (1), msd_spleen (1)" in capsys.readouterr().out
+    assert main(["datalist", "--combine", str(root / "a" / "dl.json"), "--out", str(out)]) == 2  # no --dataset-dir

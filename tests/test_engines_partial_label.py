@@ -12,11 +12,9 @@ from monai.data import MetaTensor
 from monai.engines import SupervisedTrainer
 from monai.transforms import SaveImaged
 
-from medsegzoo.data.datalist import load_datalist
 from medsegzoo.engines.partial_label import (
     PartialLabelStep,
     check_partial_label_datalist,
-    combine_datalists,
     prediction_path,
     score_partial_label_predictions,
 )
@@ -84,26 +82,6 @@ def test_check_rejects_bad_cases_with_clear_messages(tmp_path, labeled, dataset,
 def test_check_rejects_empty_training_split(tmp_path):
     with pytest.raises(DataValidationError, match="'training' is empty"):
         check_partial_label_datalist(_datalist(tmp_path, []), tmp_path, "tct5")
-
-
-def test_combine_datalists_prefixes_paths_and_rejects_duplicates(tmp_path):
-    for name, case in (("a", "k1"), ("b", "s1")):
-        folder = tmp_path / "root" / name
-        folder.mkdir(parents=True)
-        (folder / "dl.json").write_text(json.dumps({
-            "name": name, "layout": name, "label_system": None, "dataset_dir": str(folder),
-            "training": [{"case_id": case, "image": "img.nii.gz", "label": "lab.nii.gz",
-                          "dataset": "kits19" if name == "a" else "msd_spleen", "labeled_classes": ["spleen"]}],
-        }))
-    root = tmp_path / "root"
-    out = combine_datalists([(root / "a" / "dl.json", None), (root / "b" / "dl.json", None)], root / "mix.json", root)
-    mixed = load_datalist(out)
-    assert [e["image"] for e in mixed["training"]] == ["a/img.nii.gz", "b/img.nii.gz"]
-    assert mixed["datasets"] == ["kits19", "msd_spleen"] and mixed["label_system"] is None
-    with pytest.raises(DataValidationError, match="'k1' is also in"):
-        combine_datalists([(root / "a" / "dl.json", None)] * 2, root / "mix2.json", root)
-    with pytest.raises(DataValidationError, match="not inside"):
-        combine_datalists([(root / "a" / "dl.json", None)], root / "mix3.json", root / "b")
 
 
 class _TwoHeads(torch.nn.Module):

@@ -131,7 +131,7 @@ def _phantom_datalist(out: Path, log: StepLog, folder: str, layout: str, cases: 
 
 def _prepare_tct(out: Path, log: StepLog) -> dict[str, str]:
     """Partially labeled sets from three sites (kidneys, liver, spleen) in one datalist."""
-    from medsegzoo.engines.partial_label import combine_datalists
+    from medsegzoo.data.datalist import combine_datalists
 
     root = out / "tct_data"
     parts = [("kits19", 1), ("msd_liver", 2), ("msd_spleen", 0)]

@@ -7,6 +7,8 @@ Examples::
     medsegzoo datalist kits19 /data/kits19 --out kits.json --split 0.8/0.0/0.2 --seed 1
     medsegzoo datalist la "/data/LA" --out la.json --split "training=train.list,test=test.list"
     medsegzoo datalist --check btcv.json --base-dir /data/BTCV
+    medsegzoo datalist --combine /data/tct/kits19/kits.json /data/tct/liver/liver.json::/data/tct/liver \
+        --dataset-dir /data/tct --out /data/tct/datalist.json --name tct_mix
     medsegzoo datalist --list-layouts
 
 The datalist is validated before it is written (files named by the layout exist; with
@@ -58,6 +60,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--check", metavar="DATALIST", help="validate an existing datalist instead of building one"
     )
     parser.add_argument("--base-dir", help="folder the paths of --check's datalist are relative to")
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="DATALIST[::DIR]",
+        help="merge several data sets' datalists into --out, paths relative to --dataset-dir (DIR: the "
+        "folder a datalist's paths start from, when it is not recorded in the file)",
+    )
+    parser.add_argument("--dataset-dir", help="with --combine: common folder of the data sets (the bundles' dataset_dir)")
     parser.add_argument(
         "--headers-only", action="store_true", help="with --check: read headers, not voxels"
     )
@@ -136,6 +146,19 @@ def _incomplete_mask_cases(datalist: dict[str, Any]) -> list[tuple[str, list[str
     return out
 
 
+def _combine(args: argparse.Namespace) -> int:
+    from medsegzoo.data.datalist import combine_datalists, load_datalist
+
+    if not args.dataset_dir or not args.out:
+        print("medsegzoo datalist: error: --combine needs --dataset-dir and --out", file=sys.stderr)
+        return 2
+    parts = [(p.split("::", 1)[0], p.split("::", 1)[1] if "::" in p else None) for p in args.combine]
+    path = combine_datalists(parts, args.out, args.dataset_dir, name=args.name or "combined")
+    print(f"wrote {path}")
+    print(_summary(load_datalist(path)))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code (errors are raised as MedSegZooError)."""
     from medsegzoo.data.validation import validate_datalist
@@ -151,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"{args.check}: {summary.cases} cases, {summary.files} files: no problem found")
         return 0
+    if args.combine:
+        return _combine(args)
     if not args.layout or not args.root or not args.out:
         print(
             "medsegzoo datalist: error: LAYOUT, ROOT and --out are required (or --check / --list-layouts)",

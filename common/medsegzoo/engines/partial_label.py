@@ -13,14 +13,15 @@
 * :func:`score_partial_label_predictions` scores written predictions per class with the
   evaluation engine's metrics, counting only the classes each case is labeled for, and writes
   the report.
-* :func:`combine_datalists` merges the datalists of several data sets (KiTS19, MSD Liver, ...)
-  into one, with paths relative to a common ``dataset_dir``, which is what the bundles take.
+
+Several data sets' datalists are merged into the one datalist a bundle takes with
+:func:`medsegzoo.data.datalist.combine_datalists` (``medsegzoo datalist --combine``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,9 @@ from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys as Keys
 
 from medsegzoo.data.datalist import (
-    SPLIT_KEYS,
     load_datalist,
     load_split,
-    new_datalist,
     resolve_base_dir,
-    save_datalist,
 )
 from medsegzoo.data.validation import validate_datalist
 from medsegzoo.errors import DataValidationError, MedSegZooError
@@ -46,7 +44,6 @@ from medsegzoo.transforms.partial import LabeledClassesMask
 __all__ = [
     "PartialLabelStep",
     "check_partial_label_datalist",
-    "combine_datalists",
     "prediction_path",
     "score_partial_label_predictions",
 ]
@@ -118,53 +115,6 @@ def check_partial_label_datalist(
             f"{source}: cannot be used for partial-label training ({system}):\n  " + "\n  ".join(problems)
         )
     return sum(len(loaded[k]) for k in present)
-
-
-def combine_datalists(
-    parts: Iterable[tuple[str | os.PathLike, str | os.PathLike | None]],
-    out: str | os.PathLike,
-    dataset_dir: str | os.PathLike,
-    name: str = "partial_label_mix",
-) -> Path:
-    """Merge several data sets' datalists into one whose paths start at ``dataset_dir``.
-
-    Args:
-        parts: ``(datalist file, its data set folder or None for its own hint)`` pairs.
-        out: combined datalist to write (atomically).
-        dataset_dir: the common folder; every data set folder must lie inside it.
-        name: the combined datalist's name.
-
-    Returns:
-        The written path.
-
-    Raises:
-        DataValidationError: a data set folder outside ``dataset_dir`` or a case id used twice.
-    """
-    root = Path(dataset_dir).resolve()
-    splits: dict[str, list[dict[str, Any]]] = {}
-    seen: dict[str, str] = {}
-    for path, base in parts:
-        data = load_datalist(path)
-        folder = Path(resolve_base_dir(data, path, base)).resolve()
-        try:
-            prefix = folder.relative_to(root)
-        except ValueError as err:
-            raise DataValidationError(f"{path}: its data set folder {folder} is not inside {root}") from err
-        for key in SPLIT_KEYS:
-            for entry in data.get(key, []):
-                item = dict(entry)
-                for field in ("image", "label"):
-                    if isinstance(item.get(field), str):
-                        item[field] = str(prefix / item[field])
-                if isinstance(item.get("masks"), Mapping):
-                    item["masks"] = {c: str(prefix / p) for c, p in item["masks"].items()}
-                case_id = str(item.get("case_id"))
-                if case_id in seen:
-                    raise DataValidationError(f"{path}: case id {case_id!r} is also in {seen[case_id]}")
-                seen[case_id] = str(path)
-                splits.setdefault(key, []).append(item)
-    combined = new_datalist(splits, name=name, layout="mixed", dataset_dir=root)
-    return save_datalist(combined, out)
 
 
 class PartialLabelStep:
