@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -84,3 +85,55 @@ def test_protocols_1_and_4_write_the_matrix(tmp_path: Path) -> None:
     assert list(joint.index) == ["Joint r2"]
     filled = sorted((p4 / "pseudo_labels").rglob("*_filled.nii.gz"))
     assert len(filled) == 2  # both MSD Spleen training cases got their missing classes filled
+
+
+@pytest.mark.slow
+def test_protocol_2_pseudo_labels_the_unlabeled_scans_and_retrains(tmp_path: Path) -> None:
+    proc = run_command([*MEDSEGZOO, "phantoms", tmp_path / "flare", "--layout", "flare22", "--cases", 2, "--unlabeled", 2,
+                        "--size", 48, "--site", 0, "--seed", 0, "--no-tumors", "--quiet"])
+    folder = Path(proc.stdout.strip().splitlines()[-1])
+    datalist = tmp_path / "flare" / "datalist.json"
+    run_command([*MEDSEGZOO, "datalist", "flare22", folder, "--out", datalist, "--split", "0.5/0.0/0.5", "--seed", 0])
+    data = parse_set(f"flare={datalist}::{folder}")
+    assert len(data.split("unlabeled")) == 2 and len(data.split("training")) == 1
+    work = tmp_path / "p2"
+    result = run_protocol(2, [data], ["flare"], ["flare"], BUNDLE, work, configs=[BUNDLE / "configs" / "smoke.json"],
+                          overrides={"max_epochs": 1, "val_interval": 100}, use_mirroring=False)
+    matrix = pd.read_csv(work / "aeval_matrix_dsc.csv", index_col=0)
+    assert list(matrix.index) == ["flare", "flare w/ PL"]
+    assert result is not None
+    # the second model trained on the labeled case plus the two pseudo-labeled scans
+    derived = json.loads((work / "datalists" / "flare_w__PL.json").read_text())
+    labels = [Path(e["label"]) for e in derived["training"]]
+    pseudo = [p for p in labels if p.is_relative_to(work / "pseudo_labels")]
+    assert len(labels) == 3 and len(pseudo) == 2 and all(p.is_file() for p in pseudo)
+    assert (work / "flare_w__PL" / "models" / "model.pt").is_file()
+
+
+@pytest.mark.slow
+def test_protocol_3_trains_ct_mr_and_mixed_models(tmp_path: Path) -> None:
+    from medsegzoo.data.datalist import combine_datalists
+
+    root = tmp_path / "amos"
+    parts = []
+    for layout, seed in (("amos", 0), ("amos_mr", 1)):
+        proc = run_command([*MEDSEGZOO, "phantoms", root / layout, "--layout", layout, "--cases", 2, "--size", 48,
+                            "--site", 0, "--seed", seed, "--no-tumors", "--quiet"])
+        folder = Path(proc.stdout.strip().splitlines()[-1])
+        run_command([*MEDSEGZOO, "datalist", layout, folder, "--out", root / layout / "datalist.json", "--split", "1.0/0.0/0.0"])
+        parts.append((root / layout / "datalist.json", folder))
+    mixed = combine_datalists(parts, root / "datalist.json", root, name="amos_ct_mr")
+    test_folder, test_list = _phantoms(tmp_path / "flare", "flare22", 2, 2, "0.5/0.0/0.5")
+    sets = [parse_set(f"amos={mixed}::{root}"), parse_set(f"flare={test_list}::{test_folder}")]
+    assert sorted(c["modality"] for c in sets[0].split("training")) == ["CT", "CT", "MR", "MR"]
+    work = tmp_path / "p3"
+    run_protocol(3, sets, ["amos"], ["flare"], BUNDLE, work, configs=[BUNDLE / "configs" / "smoke.json"],
+                 overrides={"max_epochs": 1, "val_interval": 100}, use_mirroring=False)
+    matrix = pd.read_csv(work / "aeval_matrix_dsc.csv", index_col=0)
+    assert list(matrix.index) == ["amos CT", "amos MR", "amos CT+MR"] and list(matrix.columns) == ["flare"]
+    for model, modalities in (("amos_CT", {"CT"}), ("amos_MR", {"MR"}), ("amos_CT_MR", {"CT", "MR"})):
+        derived = json.loads((work / "datalists" / f"{model}.json").read_text())
+        assert {e["modality"] for e in derived["training"]} == modalities
+        assert (work / model / "models" / "model.pt").is_file()
+    with pytest.raises(DataValidationError, match="both CT and MR"):
+        run_protocol(3, sets, ["flare"], ["flare"], BUNDLE, tmp_path / "p3b")

@@ -54,7 +54,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from medsegzoo.data.datalist import load_datalist, load_split
+from medsegzoo.data.datalist import load_split
 from medsegzoo.engines.aeval_evaluation import evaluate_predictions, prediction_path
 from medsegzoo.errors import DataValidationError, MedSegZooError, UnknownNameError
 from medsegzoo.taxonomy import convert_label_map, get_label_system, labeled_classes, side_parts
