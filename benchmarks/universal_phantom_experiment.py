@@ -59,7 +59,7 @@ from medsegzoo.inference.postprocess import UniversalPostprocess
 from medsegzoo.losses.universal import UniversalLoss
 from medsegzoo.networks.text_encoders import compute_text_embeddings
 from medsegzoo.networks.universal import UniversalModel
-from medsegzoo.taxonomy.convert import _is_lesion
+from medsegzoo.taxonomy import is_lesion
 from medsegzoo.transforms import ConvertLabelsd, ForegroundUniond, LabeledClassesMaskd
 
 TRAIN_SETS = (("btcv", 4, 0), ("kits19", 4, 1), ("msd_liver", 4, 2), ("msd_spleen", 4, 3))
@@ -146,7 +146,7 @@ def train_and_test(encoder: str, seed: int, train_cases: list[dict], test_cases:
         for i, name in enumerate(classes):
             if not bool(case["labeled_classes"][i]):
                 continue
-            if _is_lesion(name):
+            if is_lesion(name):
                 detections.append((bool(truth[i].any()), bool(pred[i].any())))
                 if truth[i].any():
                     tumor_dsc.append(dice_coefficient(pred[i], truth[i]))

@@ -247,3 +247,14 @@ def test_multi_hot_organs_include_their_tumors() -> None:
     vessel = convert_to_multi_hot(liver, "msd_hepatic_vessel", "universal32")
     assert not vessel[5].any()  # no liver label in MSD hepatic vessel: tumors stay tumors
     assert vessel[28].ravel().tolist() == [False, False, True]
+
+
+def test_is_lesion_follows_the_subtype_chain():
+    from medsegzoo.taxonomy import get_label_system, is_lesion
+
+    assert is_lesion("liver_tumor") and is_lesion("kidney_cyst") and is_lesion("pancreas_tumor")
+    assert not is_lesion("liver") and not is_lesion("kidney_left") and not is_lesion("hepatic_vessel")
+    lesions = [c for c in get_label_system("universal32").classes if is_lesion(c)]
+    # the universal model's classes 26-32 (REFERENCE.md section 2)
+    assert lesions == ["kidney_tumor", "liver_tumor", "pancreas_tumor", "hepatic_vessel_tumor", "lung_tumor",
+                       "colon_tumor", "kidney_cyst"]

@@ -33,8 +33,7 @@ from monai.transforms import MapTransform
 from medsegzoo.errors import DataValidationError
 from medsegzoo.networks.text_encoders import load_text_embeddings
 from medsegzoo.networks.universal import UniversalModel
-from medsegzoo.taxonomy import canonical_name, get_label_system, labeled_classes
-from medsegzoo.taxonomy.convert import _is_lesion
+from medsegzoo.taxonomy import canonical_name, get_label_system, is_lesion, labeled_classes
 from medsegzoo.transforms import LabeledClassesMask
 
 __all__ = [
@@ -44,9 +43,9 @@ __all__ = [
     "dataset_balanced_weights",
     "evaluate_predictions",
     "extend_model",
-    "load_partial_split",
     "load_cases",
     "load_network_weights",
+    "load_partial_split",
     "require_file",
 ]
 
@@ -382,7 +381,7 @@ def evaluate_predictions(
     detections = [
         detection_from_table(table, c, threshold=detection_threshold_voxels, unit="voxels")
         for c in system.classes
-        if c in scored and _is_lesion(c)
+        if c in scored and is_lesion(c)
     ]
     files_written = write_report(
         table, output_dir, title, metrics=list(metrics), classes=list(system.classes), detection=detections

@@ -30,9 +30,9 @@ from monai.utils import convert_to_numpy
 from scipy import ndimage
 
 from medsegzoo.errors import DataValidationError
-from medsegzoo.taxonomy import canonical_name, get_label_system, split_left_right
+
 # lesion = a tumor/cyst edge in the taxonomy's class graph (one definition, the taxonomy's)
-from medsegzoo.taxonomy.convert import _is_lesion
+from medsegzoo.taxonomy import canonical_name, get_label_system, is_lesion, split_left_right
 
 __all__ = [
     "DEFAULT_LESION_PARENTS",
@@ -128,7 +128,7 @@ def postprocess_class_masks(
             paired.update((left_name, right_name))
     if largest_component:
         for i, name in enumerate(names):
-            if name in paired or _is_lesion(name) or not out[i].any():
+            if name in paired or is_lesion(name) or not out[i].any():
                 continue
             out[i] = largest_components(out[i])
     parents = DEFAULT_LESION_PARENTS if lesion_parents is None else lesion_parents
@@ -178,8 +178,8 @@ def masks_to_label_map(
         values = [lookup[n] for n in names]
     dtype = np.uint8 if max(values) < 256 else np.uint16
     label = np.zeros(masks.shape[1:], dtype=dtype)
-    organs = [i for i, n in enumerate(names) if not _is_lesion(n)]
-    lesions = [i for i, n in enumerate(names) if _is_lesion(n)]
+    organs = [i for i, n in enumerate(names) if not is_lesion(n)]
+    lesions = [i for i, n in enumerate(names) if is_lesion(n)]
     if organs:
         organ_masks = masks[organs]
         if probabilities is not None:

@@ -42,6 +42,7 @@ __all__ = [
     "conversion_plan",
     "convert_label_map",
     "convert_to_multi_hot",
+    "is_lesion",
     "labeled_classes",
     "resolve_class",
     "source_value_map",
@@ -343,10 +344,15 @@ def convert_label_map(
     return out
 
 
-def _is_lesion(name: str) -> bool:
-    """True for tumors and cysts: a lesion edge anywhere up the subtype chain."""
+def is_lesion(name: str) -> bool:
+    """True for tumors and cysts: a lesion edge anywhere up the subtype chain.
+
+    Lesions are scored by detection as well as overlap and are kept inside their organ by the
+    post-processing; ``is_lesion("liver_tumor")`` and ``is_lesion("kidney_cyst")`` are True,
+    ``is_lesion("liver")`` False.
+    """
     return any(
-        relation == "lesion" or (relation == "subtype" and _is_lesion(parent))
+        relation == "lesion" or (relation == "subtype" and is_lesion(parent))
         for parent, relation in class_info(name).parents
     )
 
@@ -383,17 +389,17 @@ def convert_to_multi_hot(
         UnknownNameError: unknown source or target.
     """
     system = get_label_system(target)
-    lesion = [_is_lesion(c) for c in system.classes]
+    lesion = [is_lesion(c) for c in system.classes]
     organs = LabelSystem(
         f"{system.name}_organs",
-        tuple(c for c, is_lesion in zip(system.classes, lesion, strict=True) if not is_lesion),
-        tuple(v for v, is_lesion in zip(system.values, lesion, strict=True) if not is_lesion),
+        tuple(c for c, flag in zip(system.classes, lesion, strict=True) if not flag),
+        tuple(v for v, flag in zip(system.values, lesion, strict=True) if not flag),
     )
     fine = convert_label_map(label, source, system, affine=affine, context=context)
     organ_map = convert_label_map(label, source, organs, affine=affine, context=context)
     out = np.zeros((system.num_classes, *np.shape(label)), dtype=bool)
-    for channel, (value, is_lesion) in enumerate(zip(system.values, lesion, strict=True)):
-        out[channel] = (fine if is_lesion else organ_map) == value
+    for channel, (value, lesion_channel) in enumerate(zip(system.values, lesion, strict=True)):
+        out[channel] = (fine if lesion_channel else organ_map) == value
     return out
 
 
