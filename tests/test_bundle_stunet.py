@@ -220,3 +220,28 @@ def test_pretrained_checkpoint_with_other_classes(trained: dict[str, Path], tmp_
         assert f"seg_outputs.{level}.weight: checkpoint (105, {width}, 1, 1, 1) vs network (9, {width}, 1, 1, 1)" in strict.stderr
         assert f"seg_outputs.{level}.bias: checkpoint (105,) vs network (9,)" in strict.stderr
     assert "only_matching_shapes=True" in strict.stderr  # the message says how to fine-tune instead
+
+
+def test_two_gloo_processes_train_identical_clipped_weights(tmp_path: Path) -> None:
+    """multi_gpu_train.json with 2 CPU processes: DDP plus the gradient clipping keep the ranks equal."""
+    # two validation cases: a distributed validation needs at least one case per rank
+    data, datalist = phantom_set(tmp_path / "flare", "flare22", cases=6, site=0, seed=3, split="0.34/0.33/0.33")
+    assert [len(json.loads(datalist.read_text())[k]) for k in ("training", "validation")] == [2, 2]
+    root = tmp_path / "ddp"
+    dump = tmp_path / "dump.json"  # each rank writes its own final weights
+    dump.write_text(json.dumps({"finalize": [
+        "$torch.save(@network.module.state_dict(), @ckpt_dir + '/rank' + str(dist.get_rank()) + '.pt')",
+        "$dist.is_initialized() and dist.destroy_process_group()",
+    ]}))
+    configs = [str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json"), str(CONFIGS / "smoke.json"), str(dump)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "monai.bundle", "run", "training", "--config_file", str(configs),
+           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
+           "--dataset_dir", str(data), "--datalist", str(datalist), "--bundle_root", str(root), "--val_interval", "1"]
+    run_command(cmd, cwd=BUNDLE, env={"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}, timeout=900)
+    ranks = [torch.load(root / "models" / f"rank{r}.pt", map_location="cpu", weights_only=True) for r in (0, 1)]
+    final = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=False)
+    assert final["trainer"]["iteration"] == 4  # smoke: 2 epochs x 2 iterations
+    for key, value in final["network"].items():
+        torch.testing.assert_close(ranks[0][key], ranks[1][key], rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(value, ranks[0][key], rtol=0, atol=0, msg=key)
