@@ -128,7 +128,11 @@ def _reset_high_water_mark() -> bool:
             f.write("5")
     except OSError:
         return False
-    return _status_kib("VmHWM") is not None
+    hwm, rss = _status_kib("VmHWM"), _status_kib("VmRSS")
+    # a kernel (or sandbox) may accept the write and keep the old peak: then the counter would
+    # report the whole process's peak, so the caller samples instead (4 MiB slack for growth
+    # between the two reads)
+    return hwm is not None and rss is not None and hwm <= rss + 4096
 
 
 def _cuda_torch():
