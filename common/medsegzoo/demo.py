@@ -180,6 +180,16 @@ TCSEG_CONFIGS = ["configs/train.json", "configs/presets/brats2019.json", "config
 
 UNIVERSAL_CONFIGS = ["configs/train.json", "configs/smoke.json"]
 
+
+def _train_infer_evaluate(configs: list[str]) -> list[tuple[str, list[str]]]:
+    """The three runs of a bundle whose inference/evaluate configs extend its training configs."""
+    return [
+        ("training", configs),
+        ("inference", [*configs, "configs/inference.json"]),
+        ("evaluating", [*configs, "configs/evaluate.json"]),
+    ]
+
+
 BUNDLE_DEMOS: list[BundleDemo] = [
     BundleDemo(
         bundle="tct_partial_label_segmentation",
@@ -198,11 +208,7 @@ BUNDLE_DEMOS: list[BundleDemo] = [
         bundle="tcseg_semi_supervised_segmentation",
         title="TCSeg: few labeled + many unlabeled scans",
         prepare=_prepare_tcseg,
-        steps=[
-            ("training", TCSEG_CONFIGS),
-            ("inference", [*TCSEG_CONFIGS, "configs/inference.json"]),
-            ("evaluating", [*TCSEG_CONFIGS, "configs/evaluate.json"]),
-        ],
+        steps=_train_infer_evaluate(TCSEG_CONFIGS),
         report="eval/report_last/summary.md",
         env={"OMP_NUM_THREADS": "1"},
     ),
@@ -226,11 +232,7 @@ BUNDLE_DEMOS: list[BundleDemo] = [
         bundle="stunet_cross_dataset_evaluation",
         title="STU-Net-S: nnU-Net-style training, A-Eval evaluation",
         prepare=_prepare_stunet,
-        steps=[
-            ("training", STUNET_CONFIGS),
-            ("inference", [*STUNET_CONFIGS, "configs/inference.json"]),
-            ("evaluating", [*STUNET_CONFIGS, "configs/evaluate.json"]),
-        ],
+        steps=_train_infer_evaluate(STUNET_CONFIGS),
         report="eval/report/summary.md",
         labels="aeval8",
         predictions="predictions/**/*_seg.nii.gz",
