@@ -202,3 +202,98 @@ def make_mixed_phantom_datalist(
     datalist = root / "datalist.json"
     combine_datalists([(dl, ds) for ds, dl in pieces], datalist, root, name=name)
     return root, datalist
+
+
+def bundle_parser(bundle: str | os.PathLike, configs: Sequence[str] | str,
+                  overrides: Mapping[str, Any] | None = None) -> Any:
+    """A bundle's merged configs parsed in this process (MONAI ``ConfigParser``), as ``run`` does.
+
+    Args:
+        bundle: bundle name or path.
+        configs: config file names merged left to right (see :func:`config_files_arg`).
+        overrides: ``key`` / ``a#b`` values; ``bundle_root`` defaults to the bundle folder.
+
+    Returns:
+        The parsed ``monai.bundle.ConfigParser``.
+    """
+    from monai.bundle import ConfigParser
+
+    root = bundle_dir(bundle)
+    names = [configs] if isinstance(configs, str) else list(configs)
+    parser = ConfigParser()
+    parser.read_config([str(root / "configs" / n if "/" not in n else root / n) for n in names])
+    parser.update({"bundle_root": str(root), **{k: (str(v) if isinstance(v, os.PathLike) else v)
+                                                for k, v in (overrides or {}).items()}})
+    parser.parse()
+    return parser
+
+
+def precision_training_steps(bundle: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, Any],
+                             amp: bool, steps: int = 3) -> tuple[list[float], Any]:
+    """Run ``steps`` iterations of a bundle's own trainer, in float32 or bf16 autocast.
+
+    Runs the config's ``initialize`` list (seeding) and then ``train#trainer`` for ``steps``
+    iterations, without validation, checkpoints or resume.
+
+    Returns:
+        ``(loss per iteration, the gradient of every parameter at the first iteration, flattened)``.
+    """
+    import torch
+    from ignite.engine import Events
+    from monai.engines.utils import IterationEvents
+
+    parser = bundle_parser(bundle, configs, {**overrides, "amp": amp, "train#handlers": [], "max_epochs": 1000})
+    parser.get_parsed_content("initialize")
+    trainer = parser.get_parsed_content("train#trainer")
+    network = parser.get_parsed_content("network")
+    losses: list[float] = []
+    gradients: list[Any] = []
+
+    def keep_gradient(engine: Any) -> None:
+        if engine.state.iteration == 1:
+            grads = [p.grad.detach().float().flatten() for p in network.parameters() if p.grad is not None]
+            gradients.append(torch.cat(grads))
+
+    def record(engine: Any) -> None:
+        out = engine.state.output
+        first = out[0] if isinstance(out, list) else out
+        losses.append(float(torch.as_tensor(first["loss"]).float()))
+        if len(losses) >= steps:
+            engine.terminate()
+
+    trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, keep_gradient)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, record)
+    trainer.run()
+    return losses, gradients[0]
+
+
+def assert_bf16_steps_match_fp32(bundle: str | os.PathLike, configs: Sequence[str], overrides: Mapping[str, Any],
+                                 steps: int = 3, first_loss_rtol: float = 0.01, loss_rtol: float = 0.05,
+                                 gradient_cosine: float = 0.95) -> None:
+    """A few bf16 training steps of a bundle match the same steps in float32.
+
+    Both runs start from the same seed (same initial weights, same batches). Stated tolerance:
+    the first iteration's loss (same weights, only the forward precision differs) within
+    ``first_loss_rtol``, every later one within ``loss_rtol`` (the two runs' weights drift
+    apart), and the first iteration's gradient of all parameters pointing the same way (cosine
+    similarity at least ``gradient_cosine``). Weights are not compared element-wise: Adam's
+    first steps are nearly ``lr * sign(grad)``, which flips for parameters whose gradient is ~0
+    under any rounding.
+    """
+    import torch
+
+    from medsegzoo.inference.autocast import cpu_supports_bf16
+
+    if not cpu_supports_bf16():
+        import pytest
+
+        pytest.skip("this CPU has no bf16 support: amp falls back to float32")
+    fp32_losses, fp32_grad = precision_training_steps(bundle, configs, overrides, amp=False, steps=steps)
+    bf16_losses, bf16_grad = precision_training_steps(bundle, configs, overrides, amp=True, steps=steps)
+    assert len(fp32_losses) == len(bf16_losses) == steps
+    for i, (a, b) in enumerate(zip(fp32_losses, bf16_losses)):
+        tolerance = first_loss_rtol if i == 0 else loss_rtol
+        assert abs(a - b) <= tolerance * abs(a), f"iteration {i + 1}: loss fp32 {a:.5f} vs bf16 {b:.5f}"
+    assert fp32_grad.norm() > 0, "no gradient in float32"
+    cosine = float(torch.nn.functional.cosine_similarity(fp32_grad, bf16_grad, dim=0))
+    assert cosine >= gradient_cosine, f"bf16 and fp32 gradients disagree: cosine {cosine:.4f}"

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from bundle_utils import MEDSEGZOO, run_command
+from bundle_utils import assert_bf16_steps_match_fp32, MEDSEGZOO, run_command
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "stunet_cross_dataset_evaluation"
@@ -245,3 +245,9 @@ def test_two_gloo_processes_train_identical_clipped_weights(tmp_path: Path) -> N
     for key, value in final["network"].items():
         torch.testing.assert_close(ranks[0][key], ranks[1][key], rtol=0, atol=0, msg=key)
         torch.testing.assert_close(value, ranks[0][key], rtol=0, atol=0, msg=key)
+
+
+def test_bf16_training_steps_match_float32(trained: dict[str, Path], tmp_path: Path) -> None:
+    """bf16 autocast on the CPU: STU-Net with deep supervision, Dice+CE in float32."""
+    assert_bf16_steps_match_fp32(BUNDLE, SMOKE, {"dataset_dir": trained["data"], "datalist": trained["datalist"],
+                                                     "bundle_root": tmp_path})

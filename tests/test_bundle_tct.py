@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 from bundle_utils import (
+    assert_bf16_steps_match_fp32,
     META_SCHEMA,
     bundle_dir,
     config_files_arg,
@@ -187,3 +188,9 @@ def test_method_and_ablation_switches_build_the_right_parts(overrides, aux_heads
     assert loss.method == overrides.get("method", "tct")
     assert sum(p.numel() for p in loss.parameters()) == loss_params
     assert loss.consistency == overrides.get("consistency", True)
+
+
+def test_bf16_training_steps_match_float32(data, tmp_path):
+    """bf16 autocast on the CPU: the bundle's own trainer (multi-head step, TCT loss) agrees with float32."""
+    assert_bf16_steps_match_fp32(BUNDLE, TRAIN, {"dataset_dir": data["dataset_dir"], "datalist": data["datalist"],
+                                                 "bundle_root": tmp_path})

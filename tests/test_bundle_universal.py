@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_utils import META_SCHEMA, bundle_dir, make_phantom_datalist, monai_bundle, run_bundle
+from bundle_utils import assert_bf16_steps_match_fp32, META_SCHEMA, bundle_dir, make_phantom_datalist, monai_bundle, run_bundle
 
 from medsegzoo.taxonomy import get_label_system
 
@@ -194,3 +194,10 @@ def test_per_class_mask_layout_feeds_the_same_pipeline(tmp_path: Path) -> None:
     labeled = {classes[i] for i in range(len(classes)) if out["labeled_classes"][i]}
     assert {"liver", "spleen", "kidney_left", "kidney_right"} <= labeled
     assert out["label"][classes.index("liver")].sum() > 0
+
+
+def test_bf16_training_steps_match_float32(trained: dict[str, object], tmp_path: Path) -> None:
+    """bf16 autocast on the CPU: backbone, controller and batched dynamic heads; masked BCE+Dice in float32."""
+    root = trained["root"]
+    overrides = {**_overrides(tmp_path, trained["datalists"]), "text_embedding_file": str(root / "models" / "text_embeddings.pt")}
+    assert_bf16_steps_match_fp32(BUNDLE, SMOKE, overrides)

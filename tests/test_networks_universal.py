@@ -10,6 +10,7 @@ from medsegzoo.networks.universal import (
     HEAD_PARAMS,
     UniversalModel,
     dynamic_head_forward,
+    dynamic_head_grouped_conv,
     dynamic_head_loop,
 )
 
@@ -29,13 +30,21 @@ def test_head_param_layout() -> None:
     assert HEAD_PARAMS == 153  # 64 + 64 + 8 weights, 8 + 8 + 1 biases
 
 
-def test_grouped_heads_equal_per_class_loop() -> None:
+def test_batched_heads_equal_per_class_loop_and_grouped_conv() -> None:
     torch.manual_seed(0)
-    feature = torch.randn(2, 8, 5, 6, 7)
-    params = torch.randn(2, 4, HEAD_PARAMS)
-    grouped = dynamic_head_forward(feature, params)
-    assert grouped.shape == (2, 4, 5, 6, 7)
-    torch.testing.assert_close(grouped, dynamic_head_loop(feature, params), rtol=1e-5, atol=1e-5)
+    feature = torch.randn(2, 8, 5, 6, 7, requires_grad=True)
+    params = torch.randn(2, 4, HEAD_PARAMS, requires_grad=True)
+    batched = dynamic_head_forward(feature, params)
+    assert batched.shape == (2, 4, 5, 6, 7)
+    torch.testing.assert_close(batched, dynamic_head_loop(feature, params), rtol=1e-5, atol=1e-5)
+    grouped = dynamic_head_grouped_conv(feature, params)
+    torch.testing.assert_close(batched, grouped, rtol=1e-5, atol=1e-5)
+    # the gradients that train the controller and the decoder agree too
+    weights = torch.randn_like(batched)
+    g_batched = torch.autograd.grad((batched * weights).sum(), [feature, params])
+    g_grouped = torch.autograd.grad((grouped * weights).sum(), [feature, params])
+    for a, b in zip(g_batched, g_grouped):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_head_with_hand_made_params() -> None:

@@ -157,7 +157,9 @@ class PartialLabelStep:
         engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label}
 
         def forward() -> dict[str, torch.Tensor]:
-            outputs = engine.network(image)
+            # through the engine's inferer: a MixedPrecisionTrainer autocasts the forward pass
+            # there and returns float32 heads, so the loss below runs in float32
+            outputs = engine.inferer(image, engine.network)
             main = outputs[self.main_key] if isinstance(outputs, Mapping) else outputs
             engine.state.output[Keys.PRED] = main
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
@@ -167,15 +169,13 @@ class PartialLabelStep:
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
             return parts
 
-        if engine.amp and engine.scaler is not None:
-            with torch.autocast("cuda", **engine.amp_kwargs):
-                parts = forward()
+        parts = forward()
+        if engine.amp and engine.scaler is not None:  # float16 on CUDA: scale the loss
             engine.scaler.scale(parts["loss"]).backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.scaler.step(engine.optimizer)
             engine.scaler.update()
         else:
-            parts = forward()
             parts["loss"].backward()
             engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
             engine.optimizer.step()

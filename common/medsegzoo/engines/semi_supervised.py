@@ -29,10 +29,11 @@ from typing import Any
 import torch
 from ignite.engine import Engine
 from ignite.handlers import EMAHandler
-from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
 from monai.utils import CommonKeys
 
 from medsegzoo.data.datalist import load_datalist, load_split
+from medsegzoo.engines.precision import MixedPrecisionTrainer
 from medsegzoo.errors import DataValidationError, MedSegZooError
 
 __all__ = ["SemiSupervisedTrainer", "TwoStreamLoader", "overlap_for_stride", "require_checkpoint", "semi_supervised_split"]
@@ -225,7 +226,7 @@ class TwoStreamLoader:
             }
 
 
-class SemiSupervisedTrainer(SupervisedTrainer):
+class SemiSupervisedTrainer(MixedPrecisionTrainer):
     """SupervisedTrainer whose iteration runs a student/teacher objective on two batches.
 
     The objective is called as ``loss_function(network, teacher, labeled_image, label,
@@ -248,8 +249,10 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         image_key: key of images in both batches.
         label_key: key of labels in the labeled batch.
         kwargs: everything else :class:`~monai.engines.SupervisedTrainer` takes
-            (``train_handlers``, ``amp`` is not supported, ``decollate`` defaults to False
-            because the two-stream batch is a nested dict).
+            (``train_handlers``, ``amp`` / ``amp_dtype`` as in
+            :class:`~medsegzoo.engines.precision.MixedPrecisionTrainer`: the student's and the
+            teacher's forward passes autocast, the objective's terms are float32;
+            ``decollate`` defaults to False because the two-stream batch is a nested dict).
 
     Attributes:
         teacher: the EMA teacher (``None`` for a supervised-only objective); put it into the
@@ -272,8 +275,6 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         label_key: str = CommonKeys.LABEL,
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("amp"):
-            raise MedSegZooError("SemiSupervisedTrainer: amp is not supported (set amp to false)")
         kwargs.setdefault("decollate", False)
         kwargs.setdefault("epoch_length", len(train_data_loader))  # MONAI needs it for non-DataLoader iterables
         super().__init__(
@@ -312,9 +313,22 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             unlabeled_image = unlabeled[self.image_key].to(engine.state.device, non_blocking=engine.non_blocking)  # type: ignore[attr-defined]
         engine.network.train()  # type: ignore[attr-defined]
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)  # type: ignore[attr-defined]
-        terms = engine.loss_function(engine.network, self.teacher, image, label, unlabeled_image, engine.state.iteration)  # type: ignore[attr-defined]
-        terms["loss"].backward()
-        engine.optimizer.step()  # type: ignore[attr-defined]
+        # the objective calls both networks itself: hand it autocast forwards (float32 outputs)
+        student = self.autocast.wrap(engine.network)  # type: ignore[attr-defined]
+        teacher = self.autocast.wrap(self.teacher) if self.teacher is not None else None
+        terms = engine.loss_function(student, teacher, image, label, unlabeled_image, engine.state.iteration)  # type: ignore[attr-defined]
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        # MONAI's iteration events, so gradient clipping and other handlers work as with SupervisedTrainer
+        if engine.amp and engine.scaler is not None:  # type: ignore[attr-defined]  # float16 on CUDA
+            engine.scaler.scale(terms["loss"]).backward()  # type: ignore[attr-defined]
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)  # type: ignore[attr-defined]
+            engine.scaler.update()  # type: ignore[attr-defined]
+        else:
+            terms["loss"].backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()  # type: ignore[attr-defined]
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
         scalars = {k: float(v.detach()) for k, v in terms.items() if k not in ("loss", "pred") and torch.is_tensor(v) and v.numel() == 1}
         return {
             CommonKeys.IMAGE: image,
