@@ -4,6 +4,11 @@ Each sub-command lives in its own module under :mod:`medsegzoo.commands` and exp
 ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``. Modules are
 imported only when their command runs, so ``medsegzoo phantoms`` does not pay for torch
 or matplotlib imports it does not need.
+
+Every failure a user can cause ends in one line on stderr and exit code 1, never a traceback:
+bad input raises :class:`~medsegzoo.errors.MedSegZooError` (its message names the file and
+the problem), and an :class:`OSError` (no permission, a full disk, a file where a folder
+should be, a missing folder) is printed with the path it concerns.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from medsegzoo import __version__
-from medsegzoo.errors import MedSegZooError
+from medsegzoo.errors import MedSegZooError, os_error_message
 
 # command name -> module implementing it (add a line here to add a command)
 COMMANDS: dict[str, str] = {
@@ -62,6 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MedSegZooError as err:
         print(f"medsegzoo {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        # an error from write() on an open file names no file: name the command's output
+        print(f"medsegzoo {args.command}: error: {os_error_message(err, getattr(args, 'out', None))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"medsegzoo {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -24,3 +24,29 @@ class DataValidationError(MedSegZooError, ValueError):
 
 class LayoutError(MedSegZooError, ValueError):
     """A data set folder that does not match the layout it was read as."""
+
+
+class OutputError(MedSegZooError, ValueError):
+    """An output path that cannot be written (a file in the way, no permission, a folder that
+    holds something else), found before any work starts."""
+
+
+def os_error_message(err: OSError, fallback_path: str | None = None) -> str:
+    """One line ``"<path>: <reason>"`` for an :class:`OSError` (no traceback needed).
+
+    Args:
+        err: the error (``PermissionError``, ``FileExistsError``, a full disk, ...).
+        fallback_path: the path to name when the error carries none (a failed ``write()``
+            on an open file knows its reason but not its file name).
+
+    Returns:
+        The path(s) and the operating system's reason, e.g.
+        ``"/data/out/per_case.csv: No space left on device"``.
+    """
+    reason = err.strerror or str(err) or type(err).__name__
+    path = err.filename if err.filename is not None else fallback_path
+    if path is None:
+        return reason
+    if err.filename2 is not None:
+        return f"{path} -> {err.filename2}: {reason}"
+    return f"{path}: {reason}"
