@@ -154,3 +154,57 @@ def test_phantom_abdomenatlas_folder_and_its_datalist(tmp_path):
         others = table.drop(index="liver")
         assert (others.loc[others["gt_present"], "dsc"] == 1.0).all()
         assert json.loads((out / "evaluation.json").read_text())["skipped_missing_ground_truth"] == []
+
+
+def test_btcv_default_tolerance_falls_back_to_the_general_one_and_names_it(folders, capsys):
+    # btcv's portal vein (and others of its 13 classes) has no FLARE22 tolerance
+    out = folders / "btcv"
+    argv = ["--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--labels", "btcv", "--metrics", "dsc,nsd"]
+    assert _run(*argv, "--out", str(out)) == 0
+    settings = json.loads((out / "evaluation.json").read_text())
+    assert settings["nsd_tolerance_default_mm"] == 2.0
+    assert settings["nsd_tolerance_mm"]["portal_vein_and_splenic_vein"] == 2.0
+    assert settings["nsd_tolerance_mm"]["liver"] == 5.0  # listed classes keep the table's value
+    assert "portal_vein_and_splenic_vein" in settings["nsd_tolerance_defaulted_classes"]
+    assert "liver" not in settings["nsd_tolerance_defaulted_classes"]
+    summary = (out / "summary.md").read_text()
+    assert "portal_vein_and_splenic_vein not in the preset table, scored at the convention's general tolerance of 2 mm" in summary
+    # the same table given explicitly must cover every class
+    assert _run(*argv, "--out", str(folders / "explicit"), "--tolerance", "aeval") == 1
+    err = capsys.readouterr().err
+    assert "NSD tolerance table 'aeval' has no tolerance for class(es)" in err and "portal_vein_and_splenic_vein" in err
+    assert not (folders / "explicit").exists()
+
+
+def test_out_that_is_a_file_fails_before_scoring(folders, capsys):
+    _, pred = _case()
+    pred[0, 0, 0] = 9  # scoring would fail on this file: the --out error must come first
+    save_volume(folders / "pred" / "a.nii.gz", pred, AFFINE)
+    (folders / "taken").write_text("not a folder")
+    assert _run("--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--labels", "aeval8", "--out", str(folders / "taken")) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"medsegzoo evaluate: error: {folders / 'taken'}: exists and is a file; the output is a folder, choose another path"
+    assert (folders / "taken").read_text() == "not a folder"
+
+
+def test_write_failure_keeps_the_old_report_and_prints_one_line(folders, capsys, monkeypatch):
+    import errno
+
+    import medsegzoo.utils
+
+    out = folders / "report"
+    argv = ["--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--labels", "aeval8", "--out", str(out)]
+    assert _run(*argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full_disk(path, obj, indent=4):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(medsegzoo.utils, "atomic_write_json", full_disk)  # evaluation.json, the last file
+    capsys.readouterr()
+    assert _run(*argv, "--title", "second run") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "evaluation.json: No space left on device" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old report, whole
+    assert sorted(p.name for p in folders.iterdir()) == ["gt", "pred", "report"]  # no staging left

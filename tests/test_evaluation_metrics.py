@@ -430,3 +430,25 @@ def test_package_exports_resolve():
     assert evaluation.compute_case_metrics is compute_case_metrics
     with pytest.raises(AttributeError):
         evaluation.no_such_name  # noqa: B018
+
+
+def test_default_tolerances_fall_back_to_the_conventions_general_tolerance():
+    from medsegzoo.evaluation.conventions import (
+        default_tolerances,
+        defaulted_classes,
+        tolerance_notes,
+    )
+    from medsegzoo.taxonomy import get_label_system
+
+    classes = get_label_system("universal32").classes
+    aeval = default_tolerances("aeval")
+    assert aeval["liver"] == 5.0 and aeval["ivc"] == 2.0 and aeval["colon"] == 2.0
+    assert aeval.default == 2.0 and default_tolerances("touchstone")["colon"] == 1.5
+    defaulted = defaulted_classes(aeval, classes)
+    assert "colon" in defaulted and "liver" not in defaulted and "postcava" not in defaulted
+    assert defaulted_classes(default_tolerances("touchstone"), classes) == []  # uniform: nothing named
+    assert tolerance_notes(aeval, ["liver", "colon"]) == [
+        "NSD tolerance: colon not in the preset table, scored at the convention's general tolerance of 2 mm"
+    ]
+    with pytest.raises(UnknownNameError, match="has no tolerance for class 'colon'"):
+        get_tolerances("aeval")["colon"]  # the preset itself, given explicitly, has no fallback

@@ -22,10 +22,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from medsegzoo.errors import DataValidationError, MedSegZooError
+from medsegzoo.errors import DataValidationError
 
 HELP = "compare several algorithms on the same cases (Touchstone statistics)"
 
@@ -109,6 +110,7 @@ def evaluate_folder(name: str, pred_dir: Path, args: argparse.Namespace, metrics
     if not args.gt or not args.labels:
         raise DataValidationError(f"algorithm {name!r}: {pred_dir} is a prediction folder; --gt and --labels are needed to score it")
     from medsegzoo.commands.evaluate import engine_options
+    from medsegzoo.evaluation.conventions import tolerance_notes
     from medsegzoo.evaluation.engine import evaluate_cases
 
     print(f"scoring {name}: {pred_dir}", file=sys.stderr)
@@ -118,7 +120,8 @@ def evaluate_folder(name: str, pred_dir: Path, args: argparse.Namespace, metrics
     )
     # settings lines (label system, convention, tolerances) are the same for every algorithm;
     # run() prints them once; what was skipped is per algorithm
-    notes = [f"{name}: {line}" if line.startswith("skipped") else line for line in result.notes()]
+    lines = result.notes() + tolerance_notes(result.settings.tolerances_mm, result.settings.system.classes)
+    notes = [f"{name}: {line}" if line.startswith("skipped") else line for line in lines]
     return result.table.assign(algorithm=name), notes
 
 
@@ -177,8 +180,7 @@ def join_metadata(table: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[s
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and write the report; returns the exit code."""
-    from medsegzoo.evaluation.protocols.touchstone import touchstone_protocol
-    from medsegzoo.evaluation.reports import write_report
+    from medsegzoo.evaluation.reports import report_folder
 
     specs = [parse_algorithm(s) for s in args.algorithms]
     names = [n for n, _ in specs]
@@ -186,6 +188,20 @@ def run(args: argparse.Namespace) -> int:
         raise DataValidationError(f"algorithm names must be unique, got {names}")
     if len(specs) < 2:
         raise DataValidationError("compare needs at least two algorithms (NAME=PATH ...); use `medsegzoo evaluate` for one")
+    # staged beside --out from the start: an unwritable --out fails before any scoring, and a
+    # failure (or a kill) while writing leaves the previous report, never a mix
+    with report_folder(args.out) as staging:
+        result, n_files = _compare(args, specs, names, staging)
+    _print_summary(result, Path(args.out), n_files)
+    return 0
+
+
+def _compare(args: argparse.Namespace, specs: list[tuple[str, Path]], names: list[str], staging: Path) -> tuple[Any, int]:
+    """Score, align, test and write the report into ``staging``; returns the Touchstone result
+    and the number of files written."""
+    from medsegzoo.evaluation.protocols.touchstone import touchstone_protocol
+    from medsegzoo.evaluation.reports import write_report
+
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     tables: dict[str, pd.DataFrame] = {}
     notes: list[str] = []
@@ -219,9 +235,8 @@ def run(args: argparse.Namespace) -> int:
         worst_quantile=args.worst_quantile,
     )
     title = args.title or f"Comparison: {', '.join(names)}"
-    files = write_report(table, args.out, title, metrics=metrics, touchstone=result, notes=notes, plots=not args.no_plots)
-    _print_summary(result, Path(args.out), len(files))
-    return 0
+    files = write_report(table, staging, title, metrics=metrics, touchstone=result, notes=notes, plots=not args.no_plots)
+    return result, len(files)
 
 
 def _print_summary(result, out: Path, n_files: int) -> None:
@@ -236,14 +251,10 @@ def _print_summary(result, out: Path, n_files: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``compare`` without the ``medsegzoo`` dispatcher (for ``python -m``)."""
-    parser = argparse.ArgumentParser(prog="medsegzoo compare")
-    add_arguments(parser)
-    try:
-        return run(parser.parse_args(argv))
-    except MedSegZooError as err:
-        print(f"medsegzoo compare: error: {err}", file=sys.stderr)
-        return 1
+    """Run ``compare`` without the ``medsegzoo`` dispatcher (for ``python -m``), with its error handling."""
+    from medsegzoo.cli import main as cli_main
+
+    return cli_main(["compare", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,12 @@ spacing is the ground truth header's. Metrics: DSC, NSD at a per-class tolerance
 Writes to ``--out``: ``per_case.csv`` (one row per case and class), ``per_class.csv``,
 ``summary.md``, ``summary.json``, box plots (PNG) and ``evaluation.json`` (the settings and
 what was skipped). Cases missing on one side stop the run unless ``--allow-missing``, which
-skips them and records the count in the report.
+skips them and records the count in the report. Without ``--tolerance``, classes the
+convention's preset table lacks are scored at its general tolerance (aeval: 2 mm), named in
+evaluation.json and summary.md; a table given with ``--tolerance`` must cover every class.
+
+``--out`` is checked before scoring; it may be missing, empty or an earlier report, which is
+replaced as a whole only when the new one is complete (written into a staging folder beside it).
 """
 
 from __future__ import annotations
@@ -75,43 +80,64 @@ def _print_summary(table: Any, metrics: list[str]) -> None:
     print(means.to_string(float_format=lambda v: f"{v:.4f}"))
 
 
+def tolerance_fields(settings: Any) -> dict[str, Any]:
+    """The NSD tolerance entries of ``evaluation.json``: per class, where they come from, and
+    which classes took the table's default (the convention's general tolerance)."""
+    from medsegzoo.evaluation.conventions import defaulted_classes
+
+    table = settings.tolerances_mm
+    if table is None:
+        return {"nsd_tolerance_mm": None}
+    classes = list(settings.system.classes)
+    return {
+        "nsd_tolerance_mm": {c: table[c] for c in classes},
+        "nsd_tolerance_table": getattr(table, "name", "custom"),
+        "nsd_tolerance_default_mm": getattr(table, "default", None),
+        "nsd_tolerance_defaulted_classes": defaulted_classes(table, classes),
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report and print the per-class means; returns the exit code."""
+    from medsegzoo.evaluation.conventions import tolerance_notes
     from medsegzoo.evaluation.engine import evaluate_cases
-    from medsegzoo.evaluation.reports import write_report
+    from medsegzoo.evaluation.reports import report_folder, write_report
     from medsegzoo.utils import atomic_write_json
 
     metrics = [m.strip().lower() for m in args.metrics.split(",") if m.strip()]
-    result = evaluate_cases(
-        args.pred, args.gt, args.labels, **engine_options(args, metrics),
-        metadata=args.metadata, progress=not args.quiet,
-    )
     out = Path(args.out)
-    notes = result.notes()
-    title = args.title or f"Evaluation of {Path(args.pred).resolve().name}"
-    files = write_report(
-        result.table, out, title, metrics=metrics, classes=list(result.settings.system.classes),
-        notes=notes, plots=not args.no_plots,
-        group_columns=[c for c in ("site", "sex", "manufacturer", "modality", "dataset") if c in result.table.columns],
-    )
-    settings = result.settings
-    files["evaluation.json"] = atomic_write_json(
-        out / "evaluation.json",
-        {
-            "pred": str(Path(args.pred).resolve()),
-            "gt": str(Path(args.gt).resolve()),
-            "label_system": settings.system.name,
-            "classes": list(settings.system.classes),
-            "convention": settings.convention.name,
-            "nsd_tolerance_mm": {c: settings.tolerances_mm[c] for c in settings.system.classes} if settings.tolerances_mm is not None else None,
-            "metrics": list(settings.metrics),
-            "hd_percentile": settings.hd_percentile,
-            "n_cases": int(result.table["case"].nunique()),
-            "skipped_missing_prediction": result.missing_prediction,
-            "skipped_missing_ground_truth": result.missing_ground_truth,
-            "notes": notes,
-        },
-    )
+    # the report is staged beside --out from the start: an unwritable --out fails before scoring,
+    # and a failure (or a kill) while writing leaves the previous report, never a mix
+    with report_folder(out) as staging:
+        result = evaluate_cases(
+            args.pred, args.gt, args.labels, **engine_options(args, metrics),
+            metadata=args.metadata, progress=not args.quiet,
+        )
+        settings = result.settings
+        notes = result.notes() + tolerance_notes(settings.tolerances_mm, settings.system.classes)
+        title = args.title or f"Evaluation of {Path(args.pred).resolve().name}"
+        files = write_report(
+            result.table, staging, title, metrics=metrics, classes=list(settings.system.classes),
+            notes=notes, plots=not args.no_plots,
+            group_columns=[c for c in ("site", "sex", "manufacturer", "modality", "dataset") if c in result.table.columns],
+        )
+        files["evaluation.json"] = atomic_write_json(
+            staging / "evaluation.json",
+            {
+                "pred": str(Path(args.pred).resolve()),
+                "gt": str(Path(args.gt).resolve()),
+                "label_system": settings.system.name,
+                "classes": list(settings.system.classes),
+                "convention": settings.convention.name,
+                **tolerance_fields(settings),
+                "metrics": list(settings.metrics),
+                "hd_percentile": settings.hd_percentile,
+                "n_cases": int(result.table["case"].nunique()),
+                "skipped_missing_prediction": result.missing_prediction,
+                "skipped_missing_ground_truth": result.missing_ground_truth,
+                "notes": notes,
+            },
+        )
     _print_summary(result.table, metrics)
     for line in notes:
         if line.startswith("skipped"):

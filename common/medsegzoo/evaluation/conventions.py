@@ -25,12 +25,20 @@ NSD tolerances are per class, in mm, looked up by canonical class name. The FLAR
 position for its own 8-class order, which gives several organs another organ's tolerance.
 This project applies it by name (``aeval`` = ``flare22``). Touchstone uses 1.5 mm for
 every class.
+
+Each convention also has a general tolerance (:data:`GENERAL_TOLERANCE_MM`) for the classes
+its preset table does not list (BTCV's portal vein, the colon, tumours, ...):
+:func:`default_tolerances` is what the engine applies when no tolerance is given. For
+``aeval`` it is 2 mm, the smallest of the FLARE22 table (its tolerance for vessels, adrenal
+glands and gallbladder), so that no unlisted class is scored more leniently than any listed
+one; for ``touchstone`` it is its 1.5 mm. A table given explicitly (``--tolerance flare22``)
+has no such fallback: a class it lacks stops the run.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
@@ -41,15 +49,19 @@ __all__ = [
     "AEVAL",
     "CONVENTIONS",
     "EMPTY_CASES",
+    "GENERAL_TOLERANCE_MM",
     "NSD_TOLERANCES_MM",
     "TOUCHSTONE",
     "VOLUME_DIAGONAL",
     "EmptyCase",
     "EmptyMaskConvention",
     "ToleranceTable",
+    "default_tolerances",
+    "defaulted_classes",
     "empty_case",
     "get_convention",
     "get_tolerances",
+    "tolerance_notes",
 ]
 
 EmptyCase = Literal["both_empty", "gt_empty", "pred_empty"]
@@ -218,6 +230,12 @@ class ToleranceTable(Mapping[str, float]):
             return False
         return True
 
+    def defaulted(self, classes: Iterable[str]) -> list[str]:
+        """The classes of ``classes`` that take the table's default (not listed by name)."""
+        if self.default is None:
+            return []
+        return [c for c in classes if c not in self._per_class and _canonical_or_none(c) not in self._per_class]
+
     def __repr__(self) -> str:
         extra = f", default={self.default}" if self.default is not None else ""
         return f"ToleranceTable({self.name!r}, {self._per_class}{extra})"
@@ -290,3 +308,53 @@ def get_tolerances(spec: str | float | Mapping[str, float]) -> Mapping[str, floa
             f"unknown NSD tolerance preset {spec!r}; known: {sorted(NSD_TOLERANCES_MM)}, or a number in mm"
         ) from None
     return ToleranceTable(f"{number:g} mm", {}, default=number)
+
+
+# general NSD tolerance (mm) of each convention, for classes its preset table does not list
+GENERAL_TOLERANCE_MM: Mapping[str, float] = MappingProxyType({"aeval": 2.0, "touchstone": 1.5})
+
+
+def default_tolerances(convention: str | EmptyMaskConvention) -> ToleranceTable:
+    """The NSD tolerances used when none is given: the convention's preset table, with the
+    convention's general tolerance (:data:`GENERAL_TOLERANCE_MM`) for every class it does not list.
+
+    Args:
+        convention: convention name or object.
+
+    Returns:
+        A :class:`ToleranceTable` that answers for every class.
+
+    Raises:
+        UnknownNameError: a custom convention whose name is no tolerance preset.
+    """
+    conv = get_convention(convention)
+    preset = get_tolerances(conv.name)
+    general = GENERAL_TOLERANCE_MM.get(conv.name)
+    if not isinstance(preset, ToleranceTable) or preset.default is not None or general is None:
+        return preset  # type: ignore[return-value]
+    return ToleranceTable(f"{preset.name}, {general:g} mm for other classes", {c: preset[c] for c in preset}, default=general)
+
+
+def defaulted_classes(tolerances: Mapping[str, float] | None, classes: Sequence[str]) -> list[str]:
+    """The classes a per-class table does not list and scores at its default tolerance.
+
+    Args:
+        tolerances: the tolerances used (None: NSD not computed).
+        classes: the classes scored.
+
+    Returns:
+        Those classes, in order; empty for a uniform tolerance (a number, Touchstone's 1.5 mm)
+        where no class is listed by name.
+    """
+    if not isinstance(tolerances, ToleranceTable) or len(tolerances) == 0:
+        return []
+    return tolerances.defaulted(classes)
+
+
+def tolerance_notes(tolerances: Mapping[str, float] | None, classes: Sequence[str]) -> list[str]:
+    """Report lines naming the classes that take a table's default tolerance (none if no class does)."""
+    defaulted = defaulted_classes(tolerances, classes)
+    if not defaulted:
+        return []
+    general = tolerances.default  # type: ignore[union-attr]
+    return [f"NSD tolerance: {', '.join(defaulted)} not in the preset table, scored at the convention's general tolerance of {general:g} mm"]

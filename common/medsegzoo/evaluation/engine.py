@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from medsegzoo.errors import DataValidationError, LayoutError, UnknownNameError
-from medsegzoo.evaluation.conventions import EmptyMaskConvention, get_convention, get_tolerances
+from medsegzoo.evaluation.conventions import EmptyMaskConvention, default_tolerances, get_convention, get_tolerances
 from medsegzoo.evaluation.metrics import METRICS, compute_case_metrics, label_bounding_boxes
 
 __all__ = [
@@ -673,7 +673,7 @@ def evaluate_cases(
         split: datalist split to use (default: every labeled split).
         convention: empty-mask convention, "aeval" or "touchstone".
         tolerances: NSD tolerance preset, number (mm) or mapping; default: the convention's
-            own ("aeval": the FLARE22 table, "touchstone": 1.5 mm).
+            own ("aeval": the FLARE22 table and 2 mm for classes it lacks, "touchstone": 1.5 mm).
         metrics: metrics to compute.
         hd_percentile: percentile of the robust Hausdorff distance (95: HD95).
         workers: worker processes (default ``min(4, CPU count)``).
@@ -699,7 +699,7 @@ def evaluate_cases(
         raise DataValidationError(f"hd_percentile must be in [0, 100], got {hd_percentile}")
     table = None
     if "nsd" in metrics:
-        table = get_tolerances(tolerances if tolerances is not None else conv.name)
+        table = get_tolerances(tolerances) if tolerances is not None else default_tolerances(conv)
         uncovered = [name for name in system.classes if name not in table]  # fail now, not mid-run
         if uncovered:
             raise UnknownNameError(

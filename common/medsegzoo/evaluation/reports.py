@@ -15,16 +15,20 @@ Touchstone, A-Eval, multi-run, detection, speed) into a folder a reader can open
     box plots per class, and the protocols' plots (significance maps, bootstrap blobs,
     metadata box plots, train x test heatmaps).
 
-Every file is written atomically (a crash never leaves a half-written file).
+Every file is written atomically (a crash never leaves a half-written file). The commands
+write a whole report through :func:`report_folder`: into a staging folder beside the target,
+renamed into place when complete, so an interrupted report leaves the old report (or
+nothing), never a mix of old and new files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -50,11 +54,42 @@ from medsegzoo.evaluation.protocols.touchstone import (
     group_sort_key,
 )
 from medsegzoo.utils import atomic_path, atomic_write_json, atomic_write_text
+from medsegzoo.utils.atomic import atomic_dir
 
-__all__ = ["KNOWN_METRICS", "write_csv", "write_report"]
+__all__ = ["KNOWN_METRICS", "REPORT_MARKER", "is_report_folder", "report_folder", "write_csv", "write_report"]
 
 # metric columns the engine may write, in report order
 KNOWN_METRICS: tuple[str, ...] = ("dsc", "nsd", "hd95", "assd")
+
+
+# every report folder holds this file; a folder with it may be replaced by a new report
+REPORT_MARKER = "summary.json"
+
+
+def is_report_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a report folder written by :func:`write_report` (it holds ``summary.json``)."""
+    return (Path(path) / REPORT_MARKER).is_file()
+
+
+@contextlib.contextmanager
+def report_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Stage a report: yield a folder to write into, renamed onto ``out_dir`` when complete.
+
+    Enter it before the work that fills the report, so that an unwritable ``out_dir`` (a file
+    in the way, no permission) fails at once. ``out_dir`` may be missing, empty or an earlier
+    report (replaced as a whole); a folder holding anything else is refused.
+
+    Args:
+        out_dir: the report folder.
+
+    Yields:
+        The staging folder (beside ``out_dir``; removed when the block raises).
+
+    Raises:
+        OutputError: ``out_dir`` cannot be written or holds something that is not a report.
+    """
+    with atomic_dir(out_dir, may_replace=is_report_folder) as staging:
+        yield staging
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> Path:
