@@ -73,13 +73,51 @@ def test_touchstone_protocol_tests_match_scipy_and_holm():
     # site "X" has 3 cases < 5: left out, so only one group remains and nothing is tested
     g = a.groups[("good", "site")]
     assert g.excluded == ("X",) and np.isnan(g.p_value)
+    # default: one Kruskal-Wallis over the 3 algorithms x 2 sexes = 6 cells (PlotGroup.py --stats)
+    cells = {(algo, sex): per_case.loc[per_case.index.isin(table.loc[table.sex == sex, "case"]), algo] for algo in res.algorithms for sex in ("F", "M")}
+    pooled = sps.kruskal(*cells.values())
+    for algo in res.algorithms:
+        assert a.groups[(algo, "sex")].p_value == pytest.approx(pooled.pvalue) and a.groups[(algo, "sex")].scope == "pooled"
     sex = a.groups[("good", "sex")]
-    f = per_case.loc[per_case.index.isin(table.loc[table.sex == "F", "case"]), "good"]
-    m = per_case.loc[per_case.index.isin(table.loc[table.sex == "M", "case"]), "good"]
-    assert sex.p_value == pytest.approx(sps.kruskal(f, m).pvalue)
+    f, m = cells[("good", "F")], cells[("good", "M")]
     assert sex.parity_difference == pytest.approx(abs(f.mean() - m.mean()))
+    # the pooled test is significant (the algorithms differ): 3 same-algorithm pairs in one family
+    assert sex.family_size == 3
+    np.testing.assert_allclose(sex.pairwise["p_adjusted"], min(1.0, sps.mannwhitneyu(f, m).pvalue * 3))
     text = res.to_markdown(table=table)
     assert "holm correction over all 6 tests" in text and "X (n=3)" in text
+    assert "over all algorithm x group cells" in text and "Cases per pair: 30" in text
+    # the per-algorithm option: the good algorithm's own test
+    own = touchstone.touchstone_protocol(table, metrics=("dsc",), metadata_columns=("sex",), n_bootstrap=10, group_scope="algorithm")
+    own_sex = own.analyses["dsc"].groups[("good", "sex")]
+    assert own_sex.p_value == pytest.approx(sps.kruskal(f, m).pvalue) and own_sex.scope == "algorithm"
+    assert "per algorithm, Kruskal-Wallis" in own.to_markdown()
+
+
+def test_touchstone_pairs_use_their_shared_cases():
+    table = _three_algorithms(n_cases=20)
+    # "bad" has no value for the first four cases: only its own pairs lose them
+    table.loc[(table.algorithm == "bad") & table.case.isin(["c00", "c01", "c02", "c03"]), "dsc"] = np.nan
+    res = touchstone.touchstone_protocol(table, metrics=("dsc",), n_bootstrap=10)
+    pw = res.analyses["dsc"].pairwise.set_index(["better", "worse"])
+    assert pw.loc[("good", "mid"), "n_cases"] == 20 and pw.loc[("good", "bad"), "n_cases"] == 16
+    assert "Cases per pair: 16-20" in res.to_markdown()
+    assert res.analyses["dsc"].bootstrap.n_cases == 16  # the ranking still needs every algorithm
+    old = touchstone.touchstone_protocol(table, metrics=("dsc",), n_bootstrap=10, pair_alignment="complete")
+    assert (old.analyses["dsc"].pairwise["n_cases"] == 16).all()
+    with pytest.raises(DataValidationError, match="group_scope"):
+        touchstone.touchstone_protocol(table, group_scope="each")
+
+
+def test_touchstone_identical_algorithms_give_nan_not_one():
+    table = _three_algorithms(n_cases=8)
+    twin = table[table.algorithm == "good"].assign(algorithm="twin")
+    res = touchstone.touchstone_protocol(pd.concat([table, twin]), metrics=("dsc",), n_bootstrap=10)
+    pw = res.analyses["dsc"].pairwise.set_index(["better", "worse"])
+    assert np.isnan(pw.loc[("good", "twin"), "p_value"]) and not pw.loc[("twin", "good"), "significant"]
+    assert "Tests without a p-value" in res.to_markdown()
+    one = touchstone.touchstone_protocol(pd.concat([table, twin]), metrics=("dsc",), n_bootstrap=10, zero_differences="one")
+    assert one.analyses["dsc"].pairwise.set_index(["better", "worse"]).loc[("good", "twin"), "p_value"] == 1.0
 
 
 def test_touchstone_rejects_duplicates_and_missing_metrics():

@@ -37,6 +37,16 @@ def test_adjust_pvalues_equals_statsmodels(correction, method):
     assert np.isnan(adjusted[~finite]).all()  # untestable pair stays NaN, not in the family
 
 
+def test_adjust_pvalues_counting_untested_members_like_multipletests():
+    # Touchstone hands NaN p-values to multipletests: Holm sorts them last, so they only
+    # enlarge the family: 0.01 * 3 and max(0.02 * 2, 0.03)
+    p = [0.01, np.nan, 0.02]
+    np.testing.assert_allclose(stats.adjust_pvalues(p, "holm", count_untested=True), [0.03, np.nan, 0.04])
+    np.testing.assert_allclose(stats.adjust_pvalues(p, "holm", count_untested=True), multipletests(p, method="holm")[1])
+    np.testing.assert_allclose(stats.adjust_pvalues(p, "bonferroni", count_untested=True), [0.03, np.nan, 0.06])
+    np.testing.assert_allclose(stats.adjust_pvalues(p, "holm"), [0.02, np.nan, 0.02])  # family of two
+
+
 def test_adjust_pvalues_holm_by_hand():
     # Holm: sorted p * (m - i), cumulative max, clipped at 1
     p = [0.01, 0.04, 0.03]
@@ -62,8 +72,18 @@ def test_wilcoxon_with_ties_equals_scipy():
     assert stats.wilcoxon_greater(x, y) == tuple(sps.wilcoxon(x, y, alternative="greater"))
 
 
+def test_wilcoxon_all_zero_differences_rule():
+    # every paired difference zero: NaN by default (Touchstone), 1 with the option
+    stat, p = stats.wilcoxon_greater([0.5, 0.6], [0.5, 0.6])
+    assert stat == 0.0 and np.isnan(p)
+    assert stats.wilcoxon_greater([0.5, 0.6], [0.5, 0.6], zero_differences="one") == (0.0, 1.0)
+    # one non-zero difference is enough for scipy's test (the zeros are dropped)
+    assert np.isfinite(stats.wilcoxon_greater([0.5, 0.6, 0.7], [0.5, 0.6, 0.6])[1])
+    with pytest.raises(DataValidationError, match="zero_differences"):
+        stats.wilcoxon_greater([0.5], [0.5], zero_differences="zero")
+
+
 def test_wilcoxon_degenerate_and_bad_input():
-    assert stats.wilcoxon_greater([0.5, 0.6], [0.5, 0.6]) == (0.0, 1.0)
     with pytest.raises(DataValidationError, match="NaN"):
         stats.wilcoxon_greater([0.5, np.nan], [0.5, 0.6])
     with pytest.raises(DataValidationError, match="one length"):
@@ -90,15 +110,47 @@ def test_pairwise_wilcoxon_lower_is_better_flips_direction():
     np.testing.assert_allclose(up["p_value"], down["p_value"])
 
 
-def test_pairwise_wilcoxon_drops_incomplete_cases():
+def _pair(res: pd.DataFrame, better: str, worse: str) -> pd.Series:
+    return res.loc[(res.better == better) & (res.worse == worse)].iloc[0]
+
+
+def test_pairwise_wilcoxon_uses_the_cases_both_algorithms_have():
     s = SCORES.copy()
     s.loc["case0", "C"] = np.nan
+    s.loc["case1", "B"] = np.nan
     res = stats.pairwise_wilcoxon(s)
-    assert (res["n_cases"] == 11).all()
-    ref = sps.wilcoxon(SCORES["A"].iloc[1:], SCORES["B"].iloc[1:], alternative="greater").pvalue
-    assert res.loc[(res.better == "A") & (res.worse == "B"), "p_value"].item() == ref
+    # A-B: every case but case1; A-C: every case but case0; B-C: neither
+    assert _pair(res, "A", "B").n_cases == 11 and _pair(res, "C", "A").n_cases == 11 and _pair(res, "B", "C").n_cases == 10
+    keep_ab = SCORES.index != "case1"
+    ref = sps.wilcoxon(SCORES["A"][keep_ab], SCORES["B"][keep_ab], alternative="greater").pvalue
+    assert _pair(res, "A", "B").p_value == ref
+    keep_bc = ~SCORES.index.isin(["case0", "case1"])
+    assert _pair(res, "C", "B").p_value == sps.wilcoxon(SCORES["C"][keep_bc], SCORES["B"][keep_bc], alternative="greater").pvalue
+    # the old rule: the ten cases every algorithm has, for every pair
+    complete = stats.pairwise_wilcoxon(s, alignment="complete")
+    assert (complete["n_cases"] == 10).all()
+    assert _pair(complete, "A", "B").p_value == sps.wilcoxon(SCORES["A"][keep_bc], SCORES["B"][keep_bc], alternative="greater").pvalue
     with pytest.raises(DataValidationError, match="two algorithms"):
         stats.pairwise_wilcoxon(SCORES[["A"]])
+    with pytest.raises(DataValidationError, match="alignment"):
+        stats.pairwise_wilcoxon(SCORES, alignment="union")
+    disjoint = pd.DataFrame({"A": [0.9, np.nan], "B": [np.nan, 0.8]})
+    with pytest.raises(DataValidationError, match="same case"):
+        stats.pairwise_wilcoxon(disjoint)
+
+
+def test_pairwise_wilcoxon_identical_pair_is_nan_and_counts_in_holm_family():
+    s = SCORES.assign(D=SCORES["A"])  # D equals A on every case
+    res = stats.pairwise_wilcoxon(s)
+    assert len(res) == 12
+    assert np.isnan(_pair(res, "A", "D").p_value) and np.isnan(_pair(res, "D", "A").p_adjusted)
+    assert not _pair(res, "A", "D").significant
+    # the family has 12 members: the two NaN ones act as p = 1 (as multipletests does with NaN)
+    raw = res["p_value"].to_numpy()
+    np.testing.assert_allclose(res["p_adjusted"], multipletests(raw, method="holm")[1])
+    np.testing.assert_allclose(res["p_adjusted"][np.isfinite(raw)], multipletests(np.nan_to_num(raw, nan=1.0), method="holm")[1][np.isfinite(raw)])
+    old = stats.pairwise_wilcoxon(s, zero_differences="one")
+    assert _pair(old, "A", "D").p_value == 1.0 and _pair(old, "A", "D").p_adjusted == 1.0
 
 
 def test_kruskal_and_mann_whitney_equal_scipy():
@@ -127,6 +179,72 @@ def test_compare_groups_leaves_out_small_groups():
     assert g.parity_difference == pytest.approx(abs(np.mean(groups["F"]) - np.mean(groups["M"])))
     only_one = stats.compare_groups(groups, min_group_size=13)
     assert np.isnan(only_one.p_value) and only_one.excluded == ("M", "X") and only_one.pairwise.empty
+
+
+def _pooled_table() -> dict[str, dict[str, np.ndarray]]:
+    # two algorithms x three groups, values chosen so every test has a clear answer
+    return {
+        "A": {"F": np.array([0.90, 0.92, 0.91, 0.93, 0.95, 0.94]), "M": np.array([0.80, 0.82, 0.81, 0.79, 0.83, np.nan]), "X": np.array([0.5, 0.6])},
+        "B": {"F": np.array([0.70, 0.72, 0.69, 0.73, 0.71, 0.74]), "M": np.array([0.71, 0.70, 0.72, 0.73, 0.69, 0.75, 0.68]), "X": np.array([0.4, 0.4, 0.4, 0.4, 0.4, 0.4])},
+    }
+
+
+def test_compare_groups_pooled_one_kruskal_over_all_cells():
+    table = _pooled_table()
+    res = stats.compare_groups_pooled(table, column="sex", min_group_size=5)
+    # X has 2 cases for the first algorithm (A): left out for every algorithm, as PlotGroup's --th
+    assert res["A"].excluded == ("X",) and res["B"].excluded == ("X",)
+    assert res["A"].group_sizes == {"F": 6, "M": 5, "X": 2}
+    cells = [table[a][g][np.isfinite(table[a][g])] for a in ("A", "B") for g in ("F", "M")]
+    ref = sps.kruskal(*cells)
+    for algo in ("A", "B"):
+        assert res[algo].scope == "pooled"
+        assert res[algo].statistic == pytest.approx(ref.statistic) and res[algo].p_value == pytest.approx(ref.pvalue)
+    # not the per-algorithm test
+    assert res["B"].p_value != pytest.approx(sps.kruskal(*cells[2:]).pvalue)
+
+
+def test_compare_groups_pooled_bonferroni_over_all_same_algorithm_pairs():
+    table = {a: {g: v for g, v in groups.items() if g != "X"} for a, groups in _pooled_table().items()}
+    table["A"]["O"] = np.array([0.60, 0.62, 0.61, 0.63, 0.64])
+    table["B"]["O"] = np.array([0.70, 0.71, 0.72, 0.69, 0.73])
+    res = stats.compare_groups_pooled(table, min_group_size=5)
+    # 2 algorithms x C(3, 2) same-algorithm pairs = 6 members; no cross-algorithm pair
+    assert res["A"].family_size == 6 and res["B"].family_size == 6
+    for algo in ("A", "B"):
+        pw = res[algo].pairwise
+        assert list(zip(pw.group_a, pw.group_b)) == [("F", "M"), ("F", "O"), ("M", "O")]
+        clean = {g: v[np.isfinite(v)] for g, v in table[algo].items()}
+        raw = [sps.mannwhitneyu(clean[a], clean[b], alternative="two-sided").pvalue for a, b in zip(pw.group_a, pw.group_b)]
+        np.testing.assert_allclose(pw["p_value"], raw)
+        np.testing.assert_allclose(pw["p_adjusted"], np.minimum(1.0, np.asarray(raw) * 6))
+        assert (pw["significant"] == (pw["p_adjusted"] <= 0.05)).all()
+    # A's groups differ: every A pair significant; B's groups overlap: none
+    assert res["A"].pairwise["significant"].all() and not res["B"].pairwise["significant"].any()
+    # the per-algorithm variant corrects within A only (3 members)
+    own = stats.compare_groups(table["A"], min_group_size=5)
+    np.testing.assert_allclose(own.pairwise["p_adjusted"], np.minimum(1.0, res["A"].pairwise["p_value"] * 3))
+    assert own.scope == "algorithm" and own.family_size == 3
+
+
+def test_compare_groups_pooled_significance_at_alpha_inclusive():
+    # U = 0 for 5 vs 5 values: exact two-sided p = 2 / C(10, 5) = 1/126; one pair, Bonferroni x1
+    table = {"A": {"lo": np.arange(5.0), "hi": np.arange(5.0) + 10}}
+    # (Kruskal-Wallis gives p = 0.009 > 1/126 here: always_posthoc runs the pair anyway)
+    res = stats.compare_groups_pooled(table, min_group_size=5, alpha=1 / 126, always_posthoc=True)
+    assert res["A"].pairwise["p_adjusted"].item() == pytest.approx(1 / 126)
+    assert res["A"].pairwise["p_value"].item() == sps.mannwhitneyu(table["A"]["lo"], table["A"]["hi"]).pvalue
+    assert bool(res["A"].pairwise["significant"].item())  # p == alpha counts, as statannotations' p <= alpha
+    gated = stats.compare_groups_pooled({"A": {"a": [1.0, 2, 3, 4, 5], "b": [1.5, 2.5, 3.5, 4.5, 5.5]}})
+    assert gated["A"].p_value > 0.05 and gated["A"].pairwise.empty and gated["A"].family_size == 0
+    with pytest.raises(DataValidationError, match="size_from"):
+        stats.compare_groups_pooled(table, size_from="Z")
+
+
+def test_min_group_size_default_is_touchstones_five():
+    assert stats.DEFAULT_MIN_GROUP_SIZE == 5
+    g = stats.compare_groups({"a": [0.1, 0.2, 0.3, 0.4, 0.5], "b": [0.6, 0.7, 0.8, 0.9]})
+    assert g.excluded == ("b",) and g.min_group_size == 5
 
 
 def test_demographic_parity_difference_by_hand():

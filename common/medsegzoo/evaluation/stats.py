@@ -4,8 +4,20 @@ Every test here is a thin, checked wrapper around scipy or statsmodels: the numb
 theirs (the tests in ``tests/test_evaluation_stats.py`` compare them one to one). What the
 wrappers add is what a benchmark needs around the test: paired inputs aligned by case,
 degenerate inputs (all differences zero, identical groups) answered by a documented value
-instead of a warning and a NaN, corrections over the whole family of comparisons, and
-results as tidy tables that a report can print.
+instead of a warning, corrections over the whole family of comparisons, and results as
+tidy tables that a report can print.
+
+The defaults follow Touchstone's public analysis scripts (``plot/SignificanceMaps.py`` and
+the ``--stats`` path of ``plot/PlotGroup.py``); each departure we used before is kept as an
+option (docs/fidelity.md, "Touchstone statistics"):
+
+* pairwise Wilcoxon tests align the cases per pair (``alignment="pairwise"``; the old
+  ``"complete"`` drops every case that any algorithm lacks);
+* all paired differences zero -> p = NaN, not significant, still a member of the
+  correction family (``zero_differences="nan"``; the old ``"one"`` gives p = 1);
+* metadata groups: one Kruskal-Wallis over all algorithm x group cells pooled, Bonferroni
+  over all same-algorithm pairs of all algorithms (:func:`compare_groups_pooled`); the old
+  one-test-per-algorithm analysis is :func:`compare_groups`.
 
 Conventions:
     * ``scores`` tables have one row per case and one column per algorithm (higher is
@@ -39,11 +51,15 @@ CORRECTIONS: dict[str, str] = {
 
 __all__ = [
     "CORRECTIONS",
+    "DEFAULT_MIN_GROUP_SIZE",
+    "PAIR_ALIGNMENTS",
+    "ZERO_DIFFERENCES",
     "BootstrapRanking",
     "GroupComparison",
     "adjust_pvalues",
     "bootstrap_ranking",
     "compare_groups",
+    "compare_groups_pooled",
     "complete_cases",
     "demographic_parity_difference",
     "kruskal_wallis",
@@ -55,6 +71,23 @@ __all__ = [
     "worst_case_mean",
 ]
 
+# how pairwise_wilcoxon picks the cases of a pair: "pairwise" = the cases both algorithms
+# have (Touchstone's SignificanceMaps.py, function ``allign``); "complete" = the cases every
+# algorithm has (one case set for all pairs)
+PAIR_ALIGNMENTS: tuple[str, ...] = ("pairwise", "complete")
+
+# answer of the one-sided Wilcoxon test when every paired difference is zero: "nan" (no
+# test; the official script's result) or "one" (p = 1, "no evidence either way")
+ZERO_DIFFERENCES: tuple[str, ...] = ("nan", "one")
+
+# metadata groups with fewer cases are left out (PlotGroup.py ``--th``, default 5)
+DEFAULT_MIN_GROUP_SIZE = 5
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise DataValidationError(f"{name} must be one of {list(choices)}, got {value!r}")
+
 
 def _statsmodels_method(correction: str) -> str:
     key = correction.lower()
@@ -65,16 +98,24 @@ def _statsmodels_method(correction: str) -> str:
     return CORRECTIONS[key]
 
 
-def adjust_pvalues(pvalues: Sequence[float] | np.ndarray, correction: str = "holm") -> np.ndarray:
+def adjust_pvalues(
+    pvalues: Sequence[float] | np.ndarray, correction: str = "holm", count_untested: bool = False
+) -> np.ndarray:
     """Adjust a family of p-values for multiple comparisons.
 
-    NaN p-values (tests that could not be run) are left out of the family and stay NaN,
-    so that an untestable pair does not inflate the correction of the others.
+    NaN p-values (tests that could not be run) stay NaN. By default they are also left out
+    of the family, so that an untestable pair does not inflate the correction of the others.
+    With ``count_untested`` they stay members of the family that can never be rejected: the
+    others are adjusted as if those p-values were 1. That is what Touchstone's scripts get
+    by handing every p-value to statsmodels' ``multipletests`` (Holm sorts a NaN last, so it
+    only raises the family size) or to statannotations (Bonferroni multiplies by the number
+    of pairs it was given).
 
     Args:
         pvalues: raw p-values of one family of tests.
         correction: ``"holm"``, ``"bonferroni"``, ``"fdr_bh"`` (Benjamini-Hochberg; aliases
             ``"bh"``, ``"benjamini-hochberg"``) or ``"none"``.
+        count_untested: count NaN p-values in the family size.
 
     Returns:
         Adjusted p-values (statsmodels ``multipletests``), same order and length.
@@ -90,27 +131,42 @@ def adjust_pvalues(pvalues: Sequence[float] | np.ndarray, correction: str = "hol
         return out
     if method == "none":
         out[finite] = p[finite]
+    elif count_untested:
+        # p = 1 is never rejected and, sorted last, changes no other member's Holm/BH step
+        # beyond the family size
+        out[finite] = multipletests(np.where(finite, p, 1.0), method=method)[1][finite]
     else:
         out[finite] = multipletests(p[finite], method=method)[1]
     return out
 
 
-def wilcoxon_greater(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> tuple[float, float]:
+def wilcoxon_greater(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, zero_differences: str = "nan"
+) -> tuple[float, float]:
     """One-sided Wilcoxon signed-rank test of "x is greater than y" on paired values.
+
+    All-zero rule: when every paired difference is zero (identical scores, or no case at
+    all) the signed-rank test has no sample left. With ``zero_differences="nan"`` (the
+    default) the answer is ``(0.0, nan)``: not significant, and a NaN in the table, as in
+    Touchstone's ``SignificanceMaps.py`` (scipy 1.8, pinned by its ``environment.yml``,
+    raised an error that the script turned into p = 100, i.e. 1 after Holm; current scipy
+    returns NaN for 14 cases or more). With ``"one"`` the answer is ``(0.0, 1.0)``.
 
     Args:
         x: scores of the first algorithm, one per case.
         y: scores of the second algorithm on the same cases, same order.
+        zero_differences: ``"nan"`` or ``"one"``, see above.
 
     Returns:
         ``(statistic, p_value)`` as scipy's ``wilcoxon(x, y, alternative="greater")``
-        (zero differences dropped, scipy's default ``zero_method="wilcox"``). When every
-        difference is zero there is no evidence either way: ``(0.0, 1.0)``.
+        (zero differences dropped, scipy's default ``zero_method="wilcox"``), except in the
+        all-zero case above.
 
     Raises:
-        DataValidationError: different lengths, or NaN values (align cases first, e.g.
-            with :func:`complete_cases`).
+        DataValidationError: different lengths, NaN values (align cases first, e.g. with
+            :func:`complete_cases`), or an unknown ``zero_differences``.
     """
+    _check_choice("zero_differences", zero_differences, ZERO_DIFFERENCES)
     a = np.asarray(x, dtype=float)
     b = np.asarray(y, dtype=float)
     if a.shape != b.shape or a.ndim != 1:
@@ -118,7 +174,8 @@ def wilcoxon_greater(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.nd
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise DataValidationError("paired test got NaN/inf scores; drop incomplete cases first")
     if not np.any(a - b):
-        return 0.0, 1.0
+        # the positive-rank sum of an empty sample is 0; only the p-value is undefined
+        return 0.0, (float("nan") if zero_differences == "nan" else 1.0)
     res = sps.wilcoxon(a, b, alternative="greater")
     return float(res.statistic), float(res.pvalue)
 
@@ -141,40 +198,60 @@ def pairwise_wilcoxon(
     alpha: float = 0.05,
     correction: str = "holm",
     higher_is_better: bool = True,
+    alignment: str = "pairwise",
+    zero_differences: str = "nan",
 ) -> pd.DataFrame:
     """One-sided Wilcoxon signed-rank test for every ordered pair of algorithms.
 
     Both directions of every pair are tested ("A better than B" and "B better than A"),
     and the correction runs over the whole family of ``k * (k - 1)`` tests, as in the
-    Touchstone significance maps. Cases with a NaN for any algorithm are dropped first so
-    that every pair is tested on the same cases.
+    Touchstone significance maps; a pair that cannot be tested (all differences zero, no
+    shared case) keeps a NaN p-value and still counts in the family (the official script
+    hands all ``k * (k - 1)`` p-values to ``multipletests``). A pair is significant when its
+    adjusted p-value is below ``alpha`` (strictly, as the official ``p < 0.05``).
 
     Args:
-        scores: cases x algorithms (e.g. per-case DSC^I).
+        scores: cases x algorithms (e.g. per-case DSC^I); NaN where an algorithm has no
+            value for a case.
         alpha: significance level applied to the adjusted p-values.
         correction: see :func:`adjust_pvalues`.
         higher_is_better: False for distances (HD95, ASSD): the test then asks whether
             the first algorithm's values are *lower*.
+        alignment: ``"pairwise"`` (default, Touchstone): each pair is tested on the cases
+            both of its algorithms have; ``"complete"``: every pair on the cases that all
+            algorithms have.
+        zero_differences: all-zero rule of :func:`wilcoxon_greater`.
 
     Returns:
         One row per ordered pair: ``better``, ``worse`` (the hypothesis "better beats
         worse"), ``n_cases``, ``statistic``, ``p_value``, ``p_adjusted``, ``significant``.
 
     Raises:
-        DataValidationError: fewer than two algorithms or no complete case.
+        DataValidationError: fewer than two algorithms, an unknown option, or no case shared
+            by the algorithms of any pair (``"pairwise"``) / by all algorithms
+            (``"complete"``).
     """
+    _check_choice("alignment", alignment, PAIR_ALIGNMENTS)
+    _check_choice("zero_differences", zero_differences, ZERO_DIFFERENCES)
     if scores.shape[1] < 2:
         raise DataValidationError(f"pairwise comparison needs at least two algorithms, got {list(scores.columns)}")
-    table, _ = complete_cases(scores)
-    if table.empty:
-        raise DataValidationError("no case has a score for every algorithm; nothing to compare")
+    if alignment == "complete":
+        scores, _ = complete_cases(scores)
+        if scores.empty:
+            raise DataValidationError("no case has a score for every algorithm; nothing to compare")
+    finite = np.isfinite(scores.to_numpy(dtype=float))
     sign = 1.0 if higher_is_better else -1.0
     rows = []
-    for a, b in itertools.permutations(table.columns, 2):
-        stat, p = wilcoxon_greater(sign * table[a].to_numpy(float), sign * table[b].to_numpy(float))
-        rows.append({"better": a, "worse": b, "n_cases": len(table), "statistic": stat, "p_value": p})
+    for (i, a), (j, b) in itertools.permutations(enumerate(scores.columns), 2):
+        shared = finite[:, i] & finite[:, j]  # "complete": every row is shared already
+        x = sign * scores[a].to_numpy(float)[shared]
+        y = sign * scores[b].to_numpy(float)[shared]
+        stat, p = wilcoxon_greater(x, y, zero_differences) if shared.any() else (float("nan"), float("nan"))
+        rows.append({"better": a, "worse": b, "n_cases": int(shared.sum()), "statistic": stat, "p_value": p})
     out = pd.DataFrame(rows)
-    out["p_adjusted"] = adjust_pvalues(out["p_value"].to_numpy(), correction)
+    if not out["n_cases"].any():
+        raise DataValidationError("no two algorithms have a score for the same case; nothing to compare")
+    out["p_adjusted"] = adjust_pvalues(out["p_value"].to_numpy(), correction, count_untested=True)
     out["significant"] = out["p_adjusted"] < alpha
     return out
 
@@ -331,6 +408,26 @@ def kruskal_wallis(groups: Mapping[str, Sequence[float] | np.ndarray]) -> tuple[
     return float(res.statistic), float(res.pvalue)
 
 
+def _finite_groups(groups: Mapping[str, Sequence[float] | np.ndarray]) -> dict[str, np.ndarray]:
+    clean = {str(k): np.asarray(v, dtype=float) for k, v in groups.items()}
+    return {k: v[np.isfinite(v)] for k, v in clean.items()}
+
+
+def _mann_whitney_rows(groups: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Unadjusted two-sided Mann-Whitney U for every unordered pair of (finite) groups."""
+    rows = []
+    for (ga, a), (gb, b) in itertools.combinations(groups.items(), 2):
+        if a.size == 0 or b.size == 0:
+            stat, p = np.nan, np.nan
+        elif np.all(np.concatenate([a, b]) == a[0]):
+            stat, p = a.size * b.size / 2.0, 1.0  # identical values: U at its null mean
+        else:
+            res = sps.mannwhitneyu(a, b, alternative="two-sided")
+            stat, p = float(res.statistic), float(res.pvalue)
+        rows.append({"group_a": ga, "group_b": gb, "n_a": a.size, "n_b": b.size, "statistic": stat, "p_value": p})
+    return pd.DataFrame(rows, columns=["group_a", "group_b", "n_a", "n_b", "statistic", "p_value"])
+
+
 def pairwise_mann_whitney(
     groups: Mapping[str, Sequence[float] | np.ndarray],
     correction: str = "bonferroni",
@@ -340,27 +437,15 @@ def pairwise_mann_whitney(
 
     Args:
         groups: group name -> values (NaN values are dropped).
-        correction: ``"bonferroni"`` (Touchstone paper) or ``"fdr_bh"`` (Touchstone's
-            public analysis code), see :func:`adjust_pvalues`.
-        alpha: significance level applied to the adjusted p-values.
+        correction: ``"bonferroni"`` (Touchstone paper and the public ``PlotGroup.py``,
+            through statannotations) or ``"fdr_bh"``, see :func:`adjust_pvalues`.
+        alpha: significance level applied to the adjusted p-values (``p < alpha``).
 
     Returns:
         One row per pair: ``group_a``, ``group_b``, ``n_a``, ``n_b``, ``statistic`` (U of
         group a), ``p_value``, ``p_adjusted``, ``significant``.
     """
-    clean = {str(k): np.asarray(v, dtype=float) for k, v in groups.items()}
-    clean = {k: v[np.isfinite(v)] for k, v in clean.items()}
-    rows = []
-    for (ga, a), (gb, b) in itertools.combinations(clean.items(), 2):
-        if a.size == 0 or b.size == 0:
-            stat, p = np.nan, np.nan
-        elif np.all(np.concatenate([a, b]) == a[0]):
-            stat, p = a.size * b.size / 2.0, 1.0  # identical values: U at its null mean
-        else:
-            res = sps.mannwhitneyu(a, b, alternative="two-sided")
-            stat, p = float(res.statistic), float(res.pvalue)
-        rows.append({"group_a": ga, "group_b": gb, "n_a": a.size, "n_b": b.size, "statistic": stat, "p_value": p})
-    out = pd.DataFrame(rows, columns=["group_a", "group_b", "n_a", "n_b", "statistic", "p_value"])
+    out = _mann_whitney_rows(_finite_groups(groups))
     out["p_adjusted"] = adjust_pvalues(out["p_value"].to_numpy(dtype=float), correction)
     out["significant"] = out["p_adjusted"] < alpha
     return out
@@ -382,6 +467,12 @@ class GroupComparison:
         parity_difference: demographic parity difference over the included groups.
         correction: correction used for the pairwise tests.
         min_group_size: the size threshold that was applied.
+        scope: ``"algorithm"`` (:func:`compare_groups`: Kruskal-Wallis over this
+            algorithm's groups, correction within them) or ``"pooled"``
+            (:func:`compare_groups_pooled`: ``statistic``/``p_value`` are the one test over
+            all algorithm x group cells, shared by every algorithm, and the correction
+            counted ``family_size`` pairs over all algorithms).
+        family_size: number of pairwise tests the correction counted.
     """
 
     column: str
@@ -394,22 +485,30 @@ class GroupComparison:
     parity_difference: float
     correction: str
     min_group_size: int
+    scope: str = "algorithm"
+    family_size: int = 0
+
+
+_PAIRWISE_COLUMNS = ["group_a", "group_b", "n_a", "n_b", "statistic", "p_value", "p_adjusted", "significant"]
 
 
 def compare_groups(
     groups: Mapping[str, Sequence[float] | np.ndarray],
     column: str = "group",
-    min_group_size: int = 10,
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
     correction: str = "bonferroni",
     alpha: float = 0.05,
     always_posthoc: bool = False,
 ) -> GroupComparison:
-    """Kruskal-Wallis over the groups, then pairwise Mann-Whitney U (Touchstone metadata analysis).
+    """Kruskal-Wallis over one algorithm's groups, then pairwise Mann-Whitney U.
 
-    Groups with fewer than ``min_group_size`` finite values are left out and listed in
-    ``excluded`` (a report prints them), so a group of two cases cannot decide a test.
-    The pairwise tests run when Kruskal-Wallis is significant at ``alpha`` (the usual
-    gatekeeping) or always with ``always_posthoc``.
+    This is the per-algorithm variant (each algorithm its own Kruskal-Wallis and its own
+    correction family); Touchstone's public ``--stats`` path pools all algorithms, see
+    :func:`compare_groups_pooled`. Groups with fewer than ``min_group_size`` finite values
+    are left out and listed in ``excluded`` (a report prints them), so a group of two cases
+    cannot decide a test. The pairwise tests run when Kruskal-Wallis has ``p < alpha`` (the
+    usual gatekeeping) or always with ``always_posthoc``; a pair is significant when its
+    adjusted p-value is ``< alpha``.
 
     Args:
         groups: group name -> per-case scores.
@@ -423,15 +522,12 @@ def compare_groups(
         :class:`GroupComparison`.
     """
     _statsmodels_method(correction)  # fail on a bad name before any work
-    clean = {str(k): np.asarray(v, dtype=float) for k, v in groups.items()}
-    clean = {k: v[np.isfinite(v)] for k, v in clean.items()}
+    clean = _finite_groups(groups)
     sizes = {k: int(v.size) for k, v in clean.items()}
     kept = {k: v for k, v in clean.items() if v.size >= min_group_size}
     excluded = tuple(k for k in clean if k not in kept)
     stat, p = float("nan"), float("nan")
-    pairwise = pd.DataFrame(
-        columns=["group_a", "group_b", "n_a", "n_b", "statistic", "p_value", "p_adjusted", "significant"]
-    )
+    pairwise = pd.DataFrame(columns=_PAIRWISE_COLUMNS)
     if len(kept) >= 2:
         stat, p = kruskal_wallis(kept)
         if always_posthoc or p < alpha:
@@ -447,7 +543,98 @@ def compare_groups(
         parity_difference=demographic_parity_difference(kept),
         correction=correction,
         min_group_size=min_group_size,
+        scope="algorithm",
+        family_size=len(pairwise),
     )
+
+
+def compare_groups_pooled(
+    scores: Mapping[str, Mapping[str, Sequence[float] | np.ndarray]],
+    column: str = "group",
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE,
+    correction: str = "bonferroni",
+    alpha: float = 0.05,
+    always_posthoc: bool = False,
+    size_from: str | None = None,
+) -> dict[str, GroupComparison]:
+    """Metadata groups of several algorithms tested together, as Touchstone's ``PlotGroup.py --stats``.
+
+    The official path (``create_boxplot`` with ``significance_test``) works on one table
+    whose cells are "algorithm-group":
+
+    1. groups are left out, for every algorithm, when fewer than ``min_group_size`` of their
+       cases have a value for the reference algorithm (the official ``read_models_and_groups``
+       counts the first algorithm's non-NaN cases against ``--th``, default 5);
+    2. one Kruskal-Wallis test over all algorithm x group cells pooled (``Kruskal_Wallis_Pure``);
+       the pairwise tests run only when its ``p < alpha``;
+    3. two-sided Mann-Whitney U for every pair of groups *within* each algorithm
+       (statannotations ``test="Mann-Whitney"``), Bonferroni over all those pairs of all
+       algorithms together (statannotations multiplies by the number of pairs it was given);
+    4. a pair is significant when its adjusted ``p <= alpha`` (statannotations' rule).
+
+    Empty cells are left out of the Kruskal-Wallis test; a pair that cannot be tested keeps
+    a NaN p-value and still counts in the family.
+
+    Args:
+        scores: algorithm -> group -> per-case scores (NaN dropped).
+        column: name of the metadata column (for the report).
+        min_group_size: smallest group that is tested.
+        correction: correction of the pooled pairwise family (see :func:`adjust_pvalues`).
+        alpha: significance level.
+        always_posthoc: run the pairwise tests even when Kruskal-Wallis is not significant.
+        size_from: algorithm whose case counts decide the group sizes (default: the first).
+
+    Returns:
+        algorithm -> :class:`GroupComparison` with ``scope="pooled"``: ``statistic`` and
+        ``p_value`` are the pooled test's (the same for every algorithm), ``pairwise`` holds
+        the algorithm's own pairs with adjusted p-values over the whole family, and
+        ``group_means``/``parity_difference`` are the algorithm's own.
+
+    Raises:
+        DataValidationError: unknown correction, no algorithm, or ``size_from`` not among them.
+    """
+    _statsmodels_method(correction)
+    if not scores:
+        raise DataValidationError("pooled group comparison needs at least one algorithm")
+    clean = {str(algo): _finite_groups(groups) for algo, groups in scores.items()}
+    reference = next(iter(clean)) if size_from is None else str(size_from)
+    if reference not in clean:
+        raise DataValidationError(f"size_from {size_from!r} is not one of the algorithms {list(clean)}")
+    names = list(dict.fromkeys(g for groups in clean.values() for g in groups))
+    sizes = {g: int(clean[reference].get(g, np.empty(0)).size) for g in names}
+    kept_names = [g for g in names if sizes[g] >= min_group_size]
+    excluded = tuple(g for g in names if g not in kept_names)
+    kept = {algo: {g: groups.get(g, np.empty(0)) for g in kept_names} for algo, groups in clean.items()}
+    cells = {f"{algo}-{g}": v for algo, groups in kept.items() for g, v in groups.items()}
+    stat, p = float("nan"), float("nan")
+    if len(kept_names) >= 2:
+        stat, p = kruskal_wallis(cells)
+    tables: dict[str, pd.DataFrame] = {algo: pd.DataFrame(columns=_PAIRWISE_COLUMNS) for algo in kept}
+    family_size = 0
+    if len(kept_names) >= 2 and (always_posthoc or p < alpha):
+        raw = {algo: _mann_whitney_rows(groups) for algo, groups in kept.items()}
+        stacked = pd.concat(list(raw.values()), keys=list(raw), names=["algorithm", None])
+        family_size = len(stacked)
+        adjusted = adjust_pvalues(stacked["p_value"].to_numpy(dtype=float), correction, count_untested=True)
+        stacked = stacked.assign(p_adjusted=adjusted, significant=adjusted <= alpha)
+        tables = {algo: stacked.xs(algo, level="algorithm").reset_index(drop=True) for algo in raw}
+    return {
+        algo: GroupComparison(
+            column=column,
+            statistic=stat,
+            p_value=p,
+            group_sizes=dict(sizes),
+            excluded=excluded,
+            pairwise=tables[algo],
+            group_means={g: float(v.mean()) for g, v in groups.items() if v.size},
+            parity_difference=demographic_parity_difference(groups),
+            correction=correction,
+            min_group_size=min_group_size,
+            scope="pooled",
+            family_size=family_size,
+        )
+        for algo, groups in kept.items()
+    }
 
 
 def demographic_parity_difference(groups: Mapping[str, Sequence[float] | np.ndarray]) -> float:

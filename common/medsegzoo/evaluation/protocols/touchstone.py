@@ -10,11 +10,14 @@ What it computes (paper 003, REFERENCE.md section 5):
 * worst-case score: per class, the mean of the cases at or below the 10 % quantile,
   then the mean over classes (the paper's worst-case DSC^C);
 * one-sided Wilcoxon signed-rank tests of every ordered pair of algorithms on the per-case
-  values, Holm-corrected over the whole family, 5 % level: the significance map;
+  values, each pair on the cases both algorithms have, Holm-corrected over the whole family,
+  5 % level: the significance map (Touchstone's ``SignificanceMaps.py``);
 * ranking stability from 1 000 bootstrap resamples of the cases (fixed seed);
-* metadata groups per algorithm: Kruskal-Wallis, then pairwise Mann-Whitney U with
-  Bonferroni (Benjamini-Hochberg as an option), small groups left out and listed;
-  demographic parity difference (largest gap of group means).
+* metadata groups as Touchstone's ``PlotGroup.py --stats``: one Kruskal-Wallis over all
+  algorithm x group cells, then pairwise Mann-Whitney U within each algorithm with
+  Bonferroni over all those pairs (``group_scope="algorithm"``: one analysis per algorithm
+  instead), groups under 5 cases left out and listed; demographic parity difference
+  (largest gap of group means).
 """
 
 from __future__ import annotations
@@ -48,8 +51,13 @@ DEFAULT_AGE_BINS: tuple[float, ...] = (0, 30, 40, 50, 60, 70, 80, float("inf"))
 # numeric metadata with more distinct values than this is binned (quartiles) before testing
 MAX_NUMERIC_LEVELS = 10
 
+# "pooled": Touchstone's PlotGroup.py --stats (one Kruskal-Wallis over all algorithm x group
+# cells, one correction family over every algorithm's pairs); "algorithm": one analysis each
+GROUP_SCOPES: tuple[str, ...] = ("pooled", "algorithm")
+
 __all__ = [
     "DEFAULT_AGE_BINS",
+    "GROUP_SCOPES",
     "MetricAnalysis",
     "TouchstoneResult",
     "aggregate_c",
@@ -243,7 +251,12 @@ class MetricAnalysis:
         return out.sort_values("mean (C)", ascending=not self.higher_is_better, kind="stable")
 
     def group_table(self) -> pd.DataFrame:
-        """One row per (algorithm, metadata column): Kruskal-Wallis, DPD and exclusions."""
+        """One row per (algorithm, metadata column): Kruskal-Wallis, DPD, pairs and exclusions.
+
+        With pooled group tests, ``H`` and its p-value are the one test over all algorithm x
+        group cells of the column, repeated on each algorithm's row; ``pairs in family``
+        is the size of the correction family the pairs were adjusted in.
+        """
         rows = []
         for (algo, column), g in self.groups.items():
             sig = g.pairwise[g.pairwise["significant"].astype(bool)] if len(g.pairwise) else g.pairwise
@@ -256,6 +269,7 @@ class MetricAnalysis:
                     "p (Kruskal-Wallis)": g.p_value,
                     "DPD": g.parity_difference,
                     f"significant pairs ({g.correction})": ", ".join(f"{a} vs {b}" for a, b in zip(sig["group_a"], sig["group_b"])) or "-",
+                    "pairs in family": g.family_size,
                     f"left out (< {g.min_group_size} cases)": ", ".join(f"{k} (n={g.group_sizes[k]})" for k in g.excluded) or "-",
                 }
             )
@@ -318,11 +332,21 @@ class TouchstoneResult:
             )
             parts.append(markdown_table(agg) + "\n")
             if a.pairwise is not None and a.significance is not None:
+                lo, hi = int(a.pairwise["n_cases"].min()), int(a.pairwise["n_cases"].max())
+                shared = "the cases both algorithms have" if s["pair_alignment"] == "pairwise" else "the cases every algorithm has"
+                untested = int(a.pairwise["p_value"].isna().sum())
                 parts.append(
                     f"Significance map: one-sided Wilcoxon signed-rank tests on per-case `I` values for "
-                    f"every ordered pair, {s['pair_correction']} correction over all "
+                    f"every ordered pair, each on {shared}, {s['pair_correction']} correction over all "
                     f"{len(a.pairwise)} tests, alpha = {s['alpha']}. A mark in row R, column C means "
-                    f"C is significantly better than R. Cases compared: {int(a.pairwise['n_cases'].iloc[0])}.\n\n"
+                    f"C is significantly better than R. Cases per pair: {lo if lo == hi else f'{lo}-{hi}'}."
+                    + (
+                        f" Tests without a p-value (every difference zero, or no shared case; not significant, "
+                        f"counted in the correction): {untested}."
+                        if untested
+                        else ""
+                    )
+                    + "\n\n"
                 )
                 marks = a.significance.map(lambda v: "✓" if v else "")
                 parts.append(markdown_table(marks, index_label="row \\ better") + "\n")
@@ -338,13 +362,25 @@ class TouchstoneResult:
                 )
                 parts.append(markdown_table(summ) + "\n")
                 if b.dropped_cases:
-                    parts.append(f"Cases left out of tests and ranking (no value for some algorithm): {len(b.dropped_cases)}.\n\n")
+                    parts.append(f"Cases left out of the ranking (no value for some algorithm): {len(b.dropped_cases)}.\n\n")
                 parts.append(shown.get("bootstrap", ""))
             if a.groups:
                 gt = a.group_table()
+                if s["group_scope"] == "pooled":
+                    how = (
+                        "one Kruskal-Wallis per column over all algorithm x group cells (its H and p repeat on "
+                        "each algorithm's row); when p < alpha, two-sided Mann-Whitney U for every pair of groups "
+                        f"within each algorithm, {s['group_correction']} over all those pairs of all algorithms, "
+                        "significant at adjusted p <= alpha"
+                    )
+                else:
+                    how = (
+                        "per algorithm, Kruskal-Wallis over its groups; when p < alpha, pairwise two-sided "
+                        f"Mann-Whitney U with {s['group_correction']} within the algorithm, significant at "
+                        "adjusted p < alpha"
+                    )
                 parts.append(
-                    f"Metadata groups (per algorithm, per-case `I` values): Kruskal-Wallis, then pairwise "
-                    f"Mann-Whitney U when significant; DPD = largest gap between group means "
+                    f"Metadata groups (per-case `I` values): {how}; DPD = largest gap between group means "
                     f"(in {name} units of this table).\n\n"
                 )
                 gt["DPD"] = gt["DPD"] * f
@@ -361,18 +397,28 @@ def _group_comparisons(
     min_group_size: int,
     correction: str,
     alpha: float,
+    scope: str = "pooled",
 ) -> dict[tuple[str, str], stats.GroupComparison]:
     out: dict[tuple[str, str], stats.GroupComparison] = {}
     for column in columns:
         labels = bin_metadata(metadata[column], bins.get(column))
+        by_algorithm: dict[str, dict[str, np.ndarray]] = {}
         for algo in per_case.columns:
             values = per_case[algo]
             joined = pd.DataFrame({"score": values, "group": labels.reindex(values.index)}).dropna()
             by_group = {str(g): v.to_numpy(float) for g, v in joined.groupby("group")["score"]}
-            groups = {g: by_group[g] for g in sorted(by_group, key=group_sort_key)}
-            out[(str(algo), column)] = stats.compare_groups(
-                groups, column=column, min_group_size=min_group_size, correction=correction, alpha=alpha
+            by_algorithm[str(algo)] = {g: by_group[g] for g in sorted(by_group, key=group_sort_key)}
+        if scope == "pooled":
+            # the first algorithm's group sizes decide the exclusions, as PlotGroup.py does
+            pooled = stats.compare_groups_pooled(
+                by_algorithm, column=column, min_group_size=min_group_size, correction=correction, alpha=alpha
             )
+            out.update({(algo, column): g for algo, g in pooled.items()})
+        else:
+            for algo, groups in by_algorithm.items():
+                out[(algo, column)] = stats.compare_groups(
+                    groups, column=column, min_group_size=min_group_size, correction=correction, alpha=alpha
+                )
     return out
 
 
@@ -399,11 +445,14 @@ def touchstone_protocol(
     alpha: float = 0.05,
     pair_correction: str = "holm",
     group_correction: str = "bonferroni",
-    min_group_size: int = 10,
+    min_group_size: int = stats.DEFAULT_MIN_GROUP_SIZE,
     n_bootstrap: int = 1000,
     seed: int = 0,
     worst_quantile: float = 0.1,
     bins: Mapping[str, Sequence[float]] | None = None,
+    pair_alignment: str = "pairwise",
+    zero_differences: str = "nan",
+    group_scope: str = "pooled",
 ) -> TouchstoneResult:
     """Run the Touchstone protocol on a tidy per-case table.
 
@@ -415,21 +464,36 @@ def touchstone_protocol(
             see :func:`bin_metadata`).
         alpha: significance level of every test.
         pair_correction: correction of the pairwise Wilcoxon family (Touchstone: Holm).
-        group_correction: correction of the pairwise Mann-Whitney tests (paper:
-            Bonferroni; public code: ``"fdr_bh"``).
-        min_group_size: metadata groups with fewer cases are left out (and listed).
+        group_correction: correction of the pairwise Mann-Whitney tests (paper and public
+            ``PlotGroup.py``: Bonferroni; ``"fdr_bh"`` as an option).
+        min_group_size: metadata groups with fewer cases are left out (and listed);
+            Touchstone's default is 5.
         n_bootstrap: bootstrap resamples for ranking stability.
         seed: seed of the bootstrap generator.
         worst_quantile: quantile of the worst-case aggregate.
         bins: per metadata column, bin edges for numeric values.
+        pair_alignment: ``"pairwise"`` (Touchstone: each pair on the cases both algorithms
+            have) or ``"complete"`` (every pair on the cases all algorithms have), see
+            :func:`medsegzoo.evaluation.stats.pairwise_wilcoxon`.
+        zero_differences: all-zero rule of the Wilcoxon test, ``"nan"`` (Touchstone) or
+            ``"one"``, see :func:`medsegzoo.evaluation.stats.wilcoxon_greater`.
+        group_scope: ``"pooled"`` (Touchstone, :func:`~medsegzoo.evaluation.stats.compare_groups_pooled`)
+            or ``"algorithm"`` (:func:`~medsegzoo.evaluation.stats.compare_groups` per algorithm).
 
     Returns:
         :class:`TouchstoneResult`.
 
     Raises:
-        DataValidationError: missing columns, no metric column, duplicate rows.
+        DataValidationError: missing columns, no metric column, duplicate rows, unknown option.
     """
     require_columns(table, ["case", "class"])
+    for name, value, choices in (
+        ("pair_alignment", pair_alignment, stats.PAIR_ALIGNMENTS),
+        ("zero_differences", zero_differences, stats.ZERO_DIFFERENCES),
+        ("group_scope", group_scope, GROUP_SCOPES),
+    ):
+        if value not in choices:
+            raise DataValidationError(f"{name} must be one of {list(choices)}, got {value!r}")
     t = _with_algorithm(table)
     present = [m for m in metrics if m in t.columns]
     if not present:
@@ -453,12 +517,26 @@ def touchstone_protocol(
             worst_case=worst_case(t, metric, worst_quantile),
             per_case=per_case,
         )
-        if len(algorithms) >= 2 and not stats.complete_cases(per_case)[0].empty:
-            a.pairwise = stats.pairwise_wilcoxon(per_case, alpha=alpha, correction=pair_correction, higher_is_better=up)
+        complete = not stats.complete_cases(per_case)[0].empty
+        # pairs on their shared cases need two algorithms with a value on one case; the
+        # bootstrap ranking resamples whole cases and needs a value from every algorithm
+        shares = (np.isfinite(per_case.to_numpy(dtype=float)).sum(axis=1) >= 2).any()
+        if len(algorithms) >= 2 and (complete if pair_alignment == "complete" else shares):
+            a.pairwise = stats.pairwise_wilcoxon(
+                per_case,
+                alpha=alpha,
+                correction=pair_correction,
+                higher_is_better=up,
+                alignment=pair_alignment,
+                zero_differences=zero_differences,
+            )
             a.significance = stats.significance_matrix(a.pairwise, order=algorithms)
+        if len(algorithms) >= 2 and complete:
             a.bootstrap = stats.bootstrap_ranking(per_case, n_resamples=n_bootstrap, seed=seed, higher_is_better=up)
         if metadata_columns:
-            a.groups = _group_comparisons(per_case, metadata, metadata_columns, bins or {}, min_group_size, group_correction, alpha)
+            a.groups = _group_comparisons(
+                per_case, metadata, metadata_columns, bins or {}, min_group_size, group_correction, alpha, group_scope
+            )
         analyses[metric] = a
     return TouchstoneResult(
         analyses=analyses,
@@ -470,6 +548,9 @@ def touchstone_protocol(
             "pair_correction": pair_correction,
             "group_correction": group_correction,
             "min_group_size": min_group_size,
+            "pair_alignment": pair_alignment,
+            "zero_differences": zero_differences,
+            "group_scope": group_scope,
             "n_bootstrap": n_bootstrap,
             "seed": seed,
             "worst_quantile": worst_quantile,
