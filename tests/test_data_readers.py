@@ -92,7 +92,7 @@ def test_msd_errors(tmp_path):
         build_datalist("msd_spleen", tmp_path)
     (tmp_path / "Task07_Pancreas" / "labelsTr" / "pancreas_002.nii.gz").unlink()
     with pytest.raises(
-        DataValidationError, match=r"pancreas_002.nii.gz: label of case pancreas_002 does not exist"
+        DataValidationError, match=r"case pancreas_002 has no label \(expected .*labelsTr/pancreas_002.nii.gz\)"
     ):
         build_datalist("msd_pancreas", tmp_path)
 
@@ -546,7 +546,11 @@ def test_chaos_dicom_series_with_png_ground_truth(tmp_path):
         png_name=lambda k: f"liver_GT_{k:03d}.png",
     )
     write_nifti(tmp_path / "unused.nii.gz")  # stray files do not disturb the reader
-    datalist = build_datalist("chaos", tmp_path)
+    # every Train_Sets case has Ground: CT case 1 without it lost its label
+    with pytest.raises(DataValidationError, match=r"DICOM_anon: case chaos_ct_1 has no label \(expected .*CT/1/Ground\)"):
+        build_datalist("chaos", tmp_path)
+    datalist = build_datalist("chaos", tmp_path, allow_unlabeled=True)
+    assert datalist["missing_labels"] == ["chaos_ct_1"]
     # CT and MR label maps differ: no single label system; each entry names its data set
     assert datalist["label_system"] is None and datalist["datasets"] == ["chaos_mr", "chaos_ct"]
     entries = _entries(datalist, "training")

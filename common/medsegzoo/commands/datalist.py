@@ -11,9 +11,17 @@ Examples::
         --dataset-dir /data/tct --out /data/tct/datalist.json --name tct_mix
     medsegzoo datalist --list-layouts
 
-The datalist is validated before it is written (files named by the layout exist; with
-``--validate`` every image and label is read: shapes, affines, NaN/inf, label values) and is
-written atomically: a failed run leaves no file behind.
+The datalist is validated before it is written and is written atomically: a failed run leaves
+no file behind. By default every file named by the layout must exist and its header is read
+(readable, not truncated, a 3D volume, image and label of the same shape and affine);
+``--validate`` also reads the voxels (NaN/inf, label values within the data set's map);
+``--no-check`` skips the header reads (existence is still checked). ``--out`` is checked before
+any folder is scanned.
+
+Where a layout labels every case of a part (BTCV/MSD ``imagesTr``, AMOS/WORD training and
+validation, FLARE22 ``FLARE22_Tr_*``, KiTS19 cases 0-209, LiTS training volumes, CHAOS and
+BraTS training sets, AbdomenAtlas), an image without its label is an error naming the case;
+``--allow-unlabeled`` lists such cases as a warning and puts them under ``unlabeled``.
 """
 
 from __future__ import annotations
@@ -51,10 +59,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of random splits (default 0)")
     parser.add_argument("--name", help="datalist name (default: the layout)")
-    parser.add_argument(
+    checks = parser.add_mutually_exclusive_group()
+    checks.add_argument(
         "--validate",
         action="store_true",
-        help="read every image and label before writing (shapes, affines, NaN/inf, label values)",
+        help="also read every voxel before writing (NaN/inf, label values); headers are read by default",
+    )
+    checks.add_argument(
+        "--no-check",
+        action="store_true",
+        help="skip the header checks (readable, 3D, image/label shapes and affines); files must still exist",
+    )
+    parser.add_argument(
+        "--allow-unlabeled",
+        action="store_true",
+        help="list images of a fully labeled layout part that lack their label as unlabeled (warning), not an error",
     )
     parser.add_argument(
         "--check", metavar="DATALIST", help="validate an existing datalist instead of building one"
@@ -162,9 +181,12 @@ def _combine(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code (errors are raised as MedSegZooError)."""
     from medsegzoo.data.validation import validate_datalist
+    from medsegzoo.utils.atomic import check_output_path
 
     if args.list_layouts:
         return _print_layouts()
+    if args.out and not args.check:
+        check_output_path(args.out)  # a file in the way or no permission: fail before scanning
     if args.check:
         summary = validate_datalist(
             args.check,
@@ -193,17 +215,26 @@ def run(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         name=args.name,
+        allow_unlabeled=args.allow_unlabeled,
     )
-    # Always check structure, data sets, classes and that every file exists; --validate reads
-    # every file (geometry and voxels). Either way nothing is written when a problem is found.
+    # Always check structure, data sets, classes and that every file exists; by default the
+    # headers too (a truncated or 4D file fails here, not in the first training epoch);
+    # --validate reads the voxels. Either way nothing is written when a problem is found.
     validate_datalist(
         datalist,
         args.root,
         check_voxels=args.validate,
-        read_headers=args.validate,
+        read_headers=not args.no_check,
         **_validation_kwargs(args),
     )
     path = write_datalist(datalist, args.out)
     print(f"wrote {path}")
     print(_summary(datalist))
+    if datalist.get("missing_labels"):
+        missing = datalist["missing_labels"]
+        print(
+            f"warning: {len(missing)} image(s) of a labeled part of the layout have no label and are listed as "
+            f"unlabeled (--allow-unlabeled): {', '.join(missing)}",
+            file=sys.stderr,
+        )
     return 0

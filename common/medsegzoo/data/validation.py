@@ -38,7 +38,7 @@ from medsegzoo.data.datalist import (
     resolve_base_dir,
     schema_problems,
 )
-from medsegzoo.data.formats import Volume, read_volume
+from medsegzoo.data.formats import Volume, is_nifti, read_volume
 from medsegzoo.errors import DataValidationError, MedSegZooError
 
 __all__ = [
@@ -288,11 +288,51 @@ def _same_world_grid(
 
 def _read(path: Path, field: str, voxels: bool, image_path: Path | None, add: Any) -> Volume | None:
     try:
-        return read_volume(path, field=field, voxels=voxels, reference=image_path)
+        volume = read_volume(path, field=field, voxels=voxels, reference=image_path)
     except DataValidationError as err:
         message = str(err)
         add(path, message.split(": ", 1)[1] if message.startswith(str(path)) else message)
         return None
+    if not voxels and path.is_file() and is_nifti(path):
+        # a header read does not reach the end of the file: check the size it implies
+        truncated = _nifti_truncation_problem(path)
+        if truncated:
+            add(path, truncated)
+            return None
+    return volume
+
+
+def _nifti_truncation_problem(path: Path) -> str | None:
+    """Why a NIfTI file holds fewer bytes than its header describes, or None.
+
+    ``.nii``: the file size. ``.nii.gz``: the gzip trailer records the uncompressed size
+    (modulo 2**32); only when it disagrees is the file decompressed (streamed, nothing kept)
+    to tell a truncated file from one written in several gzip members.
+    """
+    import gzip
+    import zlib
+
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        # the array proxy knows where the voxels start (a header's vox_offset may read 0)
+        offset = int(getattr(image.dataobj, "offset", image.header.get_data_offset()))
+        expected = offset + int(np.prod(image.shape, dtype=np.int64)) * image.get_data_dtype().itemsize
+        if not path.name.lower().endswith(".gz"):
+            size = path.stat().st_size
+            return None if size >= expected else f"file is truncated: {size} bytes, its header describes {expected}"
+        with open(path, "rb") as handle:
+            handle.seek(-4, os.SEEK_END)
+            if int.from_bytes(handle.read(4), "little") == expected % 2**32:
+                return None
+        got = 0
+        with gzip.open(path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                got += len(block)
+    except (OSError, EOFError, zlib.error) as err:
+        return f"file is truncated or corrupt ({type(err).__name__}: {err})"
+    return None if got >= expected else f"file is truncated: {got} bytes after decompression, its header describes {expected}"
 
 
 def _dataset_problem(entry: Mapping[str, Any]) -> str | None:

@@ -36,6 +36,7 @@ from typing import Any
 from medsegzoo.data.datalist import (
     LABELED_SPLITS,
     SPLIT_KEYS,
+    format_problems,
     make_case,
     new_datalist,
     random_split,
@@ -142,6 +143,7 @@ def build_datalist(
     test_fraction: float = 0.0,
     *,
     name: str | None = None,
+    allow_unlabeled: bool = False,
 ) -> dict[str, Any]:
     """Build a MONAI datalist from a data set folder in its public layout.
 
@@ -153,6 +155,9 @@ def build_datalist(
         val_fraction: validation fraction for random splits.
         test_fraction: test fraction for random splits.
         name: datalist name (default: the layout name).
+        allow_unlabeled: where the layout labels every case of a part (``imagesTr/``), accept
+            an image without its label as an unlabeled case (listed under ``missing_labels``)
+            instead of failing.
 
     Returns:
         The datalist dict (:func:`medsegzoo.data.datalist.new_datalist`).
@@ -161,7 +166,9 @@ def build_datalist(
         UnknownNameError: unknown layout.
         LayoutError: the folder does not hold the layout, holds no case, or contradicts it;
             a split names cases that do not exist.
-        DataValidationError: bad fractions or split file; files the layout lists are missing.
+        DataValidationError: bad fractions or split file; files the layout lists are missing;
+            without ``allow_unlabeled``, images of a labeled part without their label (every
+            such case named, with the label file expected).
     """
     reader, only_dataset = get_reader(layout)
     root = Path(root)
@@ -182,7 +189,12 @@ def build_datalist(
             )
     if not cases:
         raise reader.error(top, f"holds no {reader.title} case")
+    for case in cases:
+        if case.label is not None and not case.label.exists():
+            # named by the layout's own file list (MSD dataset.json) but absent: a lost label
+            case.missing_label, case.label = case.label, None
     _check_files_exist(cases, top)
+    missing_labels = _missing_labels(cases, top, allow_unlabeled)
     _add_manifest_metadata(cases, root, top)
     splits, excluded = _assign_splits(cases, split, seed, val_fraction, test_fraction)
     entries = {key: [_entry(c, root, key) for c in splits[key]] for key in SPLIT_KEYS}
@@ -191,7 +203,27 @@ def build_datalist(
     )
     if excluded:
         datalist["excluded_cases"] = sorted(excluded)
+    if missing_labels:
+        datalist["missing_labels"] = missing_labels
     return datalist
+
+
+def _missing_labels(cases: list[ScannedCase], top: Path, allow: bool) -> list[str]:
+    """Case ids of images whose label the layout should have but does not.
+
+    Raises:
+        DataValidationError: without ``allow``, naming every such case and its expected label.
+    """
+    missing = sorted((c for c in cases if c.missing_label is not None and not c.is_labeled), key=lambda c: c.case_id)
+    if missing and not allow:
+        raise DataValidationError(
+            format_problems(
+                f"{top}: images without their label in a labeled part of the layout (deleted or misnamed? "
+                "restore the label files, or pass --allow-unlabeled to list these cases as unlabeled)",
+                [f"{c.image}: case {c.case_id} has no label (expected {c.missing_label})" for c in missing],
+            )
+        )
+    return [c.case_id for c in missing]
 
 
 def write_datalist(datalist: Mapping[str, Any], out_path: str | os.PathLike) -> Path:

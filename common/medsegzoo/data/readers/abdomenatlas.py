@@ -34,7 +34,7 @@ class AbdomenAtlasReader(LayoutReader):
 
     @staticmethod
     def _case_dirs(folder: Path) -> list[Path]:
-        """Case folders holding ``ct.nii.gz``; those without masks are unlabeled."""
+        """Case folders holding ``ct.nii.gz`` (each must hold its masks)."""
         return sorted(
             p
             for p in folder.iterdir()
@@ -51,4 +51,5 @@ class AbdomenAtlasReader(LayoutReader):
         case_dirs = self._case_dirs(root)
         stems = {strip_nifti(p.name) for d in case_dirs for p in nifti_files(d / "segmentations")}
         dataset = choose_mask_dataset(stems, self.datasets, root)
-        return [mask_folder_case(d, _IMAGE, dataset) for d in case_dirs]
+        # every AbdomenAtlas case is labeled: a case without masks lost them
+        return [mask_folder_case(d, _IMAGE, dataset, masks_required=True) for d in case_dirs]

@@ -57,6 +57,7 @@ class AMOSReader(LayoutReader):
                 split=split,
                 unlabeled_split="unlabeled_test" if suffix == "Ts" else "unlabeled",
                 image_pattern=_IMAGE.pattern,
+                labels_required=suffix != "Ts",
             )
         meta = self._metadata(root)
         for case in cases:

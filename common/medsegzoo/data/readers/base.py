@@ -58,6 +58,11 @@ class ScannedCase:
         labeled_classes: canonical classes the label covers; None = every class of the data set
             (label maps) or the mask names (per-class masks).
         metadata: optional entry fields (site, age, sex, manufacturer, ...).
+        missing_label: where the layout keeps this case's label when the case has none although
+            the layout labels every case of that part (an image in ``imagesTr/`` without its
+            file in ``labelsTr/``): a deleted or misnamed label, not an unlabeled image.
+            :func:`~medsegzoo.data.readers.build_datalist` reports it instead of treating the
+            case as unlabeled.
     """
 
     case_id: str
@@ -68,6 +73,7 @@ class ScannedCase:
     split: str | None = None
     labeled_classes: tuple[str, ...] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    missing_label: Path | None = None
 
     @property
     def is_labeled(self) -> bool:
@@ -222,6 +228,7 @@ def paired_folder_cases(
     case_id: Callable[[str], str] = lambda stem: stem,
     label_stem: Callable[[str], str] = lambda stem: stem,
     image_pattern: str | None = None,
+    labels_required: bool = False,
 ) -> list[ScannedCase]:
     """Cases of an ``images<X>/`` + ``labels<X>/`` folder pair (MSD, AMOS, WORD, BTCV style).
 
@@ -234,6 +241,8 @@ def paired_folder_cases(
         case_id: image stem -> case id.
         label_stem: image stem -> label file stem.
         image_pattern: regular expression an image stem must match (others are ignored).
+        labels_required: the layout labels every image of this pair (``imagesTr/``): when
+            ``labels_dir`` exists, an image without its label gets ``missing_label`` set.
 
     Returns:
         One case per image.
@@ -243,12 +252,15 @@ def paired_folder_cases(
     """
     cases = []
     used: set[Path] = set()
+    # a missing labels folder is a release without labels (AMOS' first imagesVa), not a deletion
+    require = labels_required and labels_dir is not None and labels_dir.is_dir()
     for image in nifti_files(images_dir, image_pattern):
         stem = strip_nifti(image.name)
         label = _with_nifti_suffix(labels_dir, label_stem(stem)) if labels_dir is not None else None
         if label is not None:
             used.add(label)
         name = dataset(stem) if callable(dataset) else dataset
+        expected = labels_dir / f"{label_stem(stem)}.nii.gz" if require and label is None else None
         cases.append(
             ScannedCase(
                 case_id=case_id(stem),
@@ -256,6 +268,7 @@ def paired_folder_cases(
                 dataset=name,
                 label=label,
                 split=split if label is not None else unlabeled_split,
+                missing_label=expected,
             )
         )
     if labels_dir is not None:
@@ -296,7 +309,11 @@ def choose_mask_dataset(stems: set[str], candidates: tuple[str, ...], where: Pat
 
 
 def mask_folder_case(
-    case_dir: Path, image_name: str, dataset: str, masks_dir: str = "segmentations"
+    case_dir: Path,
+    image_name: str,
+    dataset: str,
+    masks_dir: str = "segmentations",
+    masks_required: bool = False,
 ) -> ScannedCase:
     """A case stored as ``<case>/<image_name>`` + ``<case>/<masks_dir>/<stem>.nii.gz``.
 
@@ -305,6 +322,8 @@ def mask_folder_case(
         image_name: image file name inside it (``ct.nii.gz``).
         dataset: data set whose ``mask_files`` map canonical classes to file stems.
         masks_dir: name of the mask folder.
+        masks_required: the layout labels every case: a case without any mask file gets
+            ``missing_label`` (its mask folder) instead of becoming unlabeled.
 
     Returns:
         The case, its masks keyed by canonical class; ``labeled_classes`` are the classes
@@ -328,6 +347,7 @@ def mask_folder_case(
         masks=masks or None,
         labeled_classes=tuple(masks),
         split=None if masks else "unlabeled",
+        missing_label=case_dir / masks_dir if masks_required and not masks else None,
     )
 
 

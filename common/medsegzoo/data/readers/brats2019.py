@@ -55,6 +55,8 @@ class BraTS2019Reader(LayoutReader):
                     label=label if label.is_file() else None,
                     split=None if label.is_file() else "unlabeled_test",
                     metadata={"grade": grade} if grade in {"HGG", "LGG"} else {},
+                    # the training set (HGG/, LGG/) is labeled; the validation set is not
+                    missing_label=label if grade in {"HGG", "LGG"} and not label.is_file() else None,
                 )
             )
         return cases

@@ -70,6 +70,7 @@ class BTCVReader(LayoutReader):
                 case_id=_case_id,
                 label_stem=lambda stem: stem.replace("img", "label", 1),
                 image_pattern=_IMAGE.pattern,
+                labels_required=not testing,
             )
         return apply_official_split(cases, self._official_split(root))
 

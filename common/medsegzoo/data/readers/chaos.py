@@ -81,6 +81,8 @@ class CHAOSReader(LayoutReader):
                             label=ground if labeled else None,
                             split=None if labeled else "unlabeled_test",
                             metadata={"sequence": sequence} if sequence else {},
+                            # the Train_Sets cases all have Ground (the test sets have none)
+                            missing_label=ground if not labeled and "Train_Sets" in patient.parts else None,
                         )
                     )
         return cases

@@ -70,7 +70,15 @@ class FLARE22Reader(LayoutReader):
             else:
                 split = "unlabeled_test" if is_validation else "unlabeled"
             case_id = stem if stem.upper().startswith("FLARE") else f"flare22_{stem}"
-            cases.append(ScannedCase(case_id, image, "flare22", label=label, split=split))
+            # the 50 FLARE22_Tr cases are the labeled ones: one without its label lost it
+            missing = (
+                image.parent.parent / "labels" / f"{stem}.nii.gz"
+                if label is None and not is_validation and _LABELED.fullmatch(f"{stem}{_IMAGE_SUFFIX}")
+                else None
+            )
+            cases.append(
+                ScannedCase(case_id, image, "flare22", label=label, split=split, missing_label=missing)
+            )
         if by_stem:
             names = sorted(by_stem)
             raise LayoutError(

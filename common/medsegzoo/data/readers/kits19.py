@@ -16,6 +16,12 @@ from medsegzoo.data.readers.base import LayoutReader, ScannedCase, normalise_sex
 from medsegzoo.errors import LayoutError
 
 _CASE = re.compile(r"case_\d{5}")
+# the first case of the test set (labels withheld); cases before it are labeled
+FIRST_TEST_CASE = 210
+
+
+def _number(case_id: str) -> int:
+    return int(case_id.split("_")[1])
 
 
 class KiTS19Reader(LayoutReader):
@@ -54,6 +60,8 @@ class KiTS19Reader(LayoutReader):
                     label=label if has_label else None,
                     split=None if has_label else "unlabeled_test",
                     metadata=clinical.get(case_dir.name, {}),
+                    # cases 0-209 are the labeled training set; 210-299 are imaging only
+                    missing_label=label if not has_label and _number(case_dir.name) < FIRST_TEST_CASE else None,
                 )
             )
         return cases

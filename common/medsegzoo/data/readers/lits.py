@@ -40,9 +40,15 @@ class LiTSReader(LayoutReader):
         return root
 
     def scan(self, root: Path) -> list[ScannedCase]:
+        # every training volume-N has its segmentation-N (test volumes are test-volume-N)
         cases = [
             ScannedCase(
-                f"lits_{n}", image, "lits", label=label, split=None if label else "unlabeled"
+                f"lits_{n}",
+                image,
+                "lits",
+                label=label,
+                split=None if label else "unlabeled",
+                missing_label=None if label else image.with_name(image.name.replace("volume-", "segmentation-", 1)),
             )
             for n, image, label in numbered_pairs(root, "volume-", "segmentation-")
         ]

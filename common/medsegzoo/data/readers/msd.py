@@ -95,7 +95,7 @@ class MSDReader(LayoutReader):
         if not isinstance(training, list):
             # nnU-Net v2 style dataset.json without a file list: pair the folders instead
             return paired_folder_cases(
-                root / "imagesTr", root / "labelsTr", dataset=task, split="training"
+                root / "imagesTr", root / "labelsTr", dataset=task, split="training", labels_required=True
             ) + paired_folder_cases(root / "imagesTs", None, dataset=task, split=None)
         cases = []
         for i, item in enumerate(training):

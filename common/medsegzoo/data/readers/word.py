@@ -39,5 +39,6 @@ class WORDReader(LayoutReader):
                 split=split,
                 unlabeled_split="unlabeled_test" if suffix == "Ts" else "unlabeled",
                 image_pattern=_IMAGE.pattern,
+                labels_required=suffix != "Ts",
             )
         return cases
