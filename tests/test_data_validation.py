@@ -277,3 +277,76 @@ def test_cli_writes_nothing_when_validation_fails(tmp_path, capsys):
         main(["datalist", "msd", str(root), "--out", str(out)]) == 0
     )  # without voxel checks it is written
     assert json.loads(out.read_text())["training"][0]["label"] == "labelsTr/spleen_1.nii.gz"
+
+
+def _training_problems(tmp_path, datalist, **kw):
+    from medsegzoo.data.validation import check_training_datalist
+
+    with pytest.raises(DataValidationError) as info:
+        check_training_datalist(datalist, tmp_path, **kw)
+    return info.value
+
+
+def test_check_training_datalist_reports_every_problem_at_once(tmp_path):
+    missing = _case("m")  # no files at all
+    four_d = _good(tmp_path, "d")
+    write_nifti(tmp_path / "d_img.nii.gz", np.zeros((*SHAPE, 3), np.float32))
+    truncated = _good(tmp_path, "t")
+    write_nifti(tmp_path / "t_lab.nii.gz", np.zeros((40, 40, 40), np.uint8))  # big enough to cut past its header
+    data = (tmp_path / "t_lab.nii.gz").read_bytes()
+    (tmp_path / "t_lab.nii.gz").write_bytes(data[: len(data) // 2])
+    unknown_class = _good(tmp_path, "u")
+    unknown_class["labeled_classes"] = ["liver"]  # not a class of msd_spleen
+    no_label = make_case("n", "n_img.nii.gz", dataset="msd_spleen", labeled_classes=[])
+    write_nifti(tmp_path / "n_img.nii.gz")
+    unlabeled = make_case("x", "x_img.nii.gz", dataset="msd_spleen", labeled_classes=[])  # fine: unlabeled split
+    write_nifti(tmp_path / "x_img.nii.gz")
+    datalist = new_datalist(
+        {"training": [_good(tmp_path, "g"), missing, four_d, truncated], "validation": [unknown_class, no_label],
+         "unlabeled": [unlabeled]},
+        name="t", layout="msd",
+    )
+    err = _training_problems(tmp_path, datalist, keys=("training", "validation", "unlabeled"))
+    texts = [str(p) for p in err.problems]
+    assert any(t.startswith(f"{tmp_path / 'm_img.nii.gz'}: image file does not exist") for t in texts)
+    assert any(t.startswith(f"{tmp_path / 'm_lab.nii.gz'}: label file does not exist") for t in texts)
+    assert any(t.startswith(f"{tmp_path / 'd_img.nii.gz'}: image is 4D") for t in texts)
+    assert any(t.startswith(f"{tmp_path / 't_lab.nii.gz'}: file is truncated or corrupt") for t in texts)
+    assert any("validation[0]: labeled_classes ['liver'] are not classes of data set 'msd_spleen'" in t for t in texts)
+    assert any("validation[1]: has no 'label' or 'masks'; a training case needs its label [case n]" in t for t in texts)
+    assert len(texts) == 6, texts
+    assert str(err).splitlines()[0] == f"datalist 't' cannot be used for training (files under {tmp_path}): 6 problems"
+
+
+def test_check_training_datalist_label_system_and_empty_split(tmp_path):
+    from medsegzoo.data.validation import check_training_datalist, covered_classes
+
+    # a merged kidney covers both sides; a tumor covers its organ only when the organ is labeled too
+    assert covered_classes(["kidney", "kidney_tumor"], "tct5") == ["kidney_left", "kidney_right"]
+    assert covered_classes(["liver_tumor"], "tct5") == [] and covered_classes(["liver", "liver_tumor"], "tct5") == ["liver"]
+    datalist = new_datalist({"training": [_good(tmp_path, "a")]}, name="t", layout="msd")
+    assert check_training_datalist(datalist, tmp_path, "tct5").cases == 1
+    err = _training_problems(tmp_path, datalist, label_system="la")  # spleen is no class of LA
+    assert "training[0]: labeled classes ['spleen'] cover none of the 'la' classes [case a]" in str(err)
+    err = _training_problems(tmp_path, new_datalist({"validation": [_good(tmp_path, "b")]}, name="t", layout="msd"))
+    assert "the split 'training' is empty or missing; training needs its cases" in str(err)
+
+
+def test_check_training_datalist_names_a_wrong_dataset_dir_once(tmp_path):
+    path = save_datalist(new_datalist({"training": [_case("a"), _case("b")]}, name="t", layout="msd"), tmp_path / "list.json")
+    err = _training_problems(tmp_path / "nowhere", path)
+    assert str(err) == f"{tmp_path / 'nowhere'}: dataset_dir does not exist; the paths of {path} start from it"
+
+
+def test_check_training_datalist_reads_headers_only_unless_asked(tmp_path, monkeypatch):
+    from medsegzoo.data import validation
+
+    entry = _good(tmp_path, "v", values=(9,))  # a label value outside msd_spleen's map: a voxel problem
+    datalist = new_datalist({"training": [entry]}, name="t", layout="msd")
+    asked = []
+    read = validation.read_volume
+    monkeypatch.setattr(validation, "read_volume", lambda *a, **kw: asked.append(kw["voxels"]) or read(*a, **kw))
+    assert validation.check_training_datalist(datalist, tmp_path).cases == 1
+    assert asked == [False, False]  # image and label headers, no voxels
+    err = _training_problems(tmp_path, datalist, check_voxels=True)
+    assert f"{tmp_path / 'v_lab.nii.gz'}: label values [9]" in str(err)

@@ -9,6 +9,8 @@ Checks per case:
 * structure of the entry (``case_id``, ``image``, ``label``/``masks``, ``dataset``,
   ``labeled_classes`` known to the data set);
 * every named file exists;
+* headers read: not truncated (a NIfTI holds the bytes its header describes; for ``.nii.gz``
+  the gzip trailer's size is compared, and only a mismatch is decompressed to confirm);
 * images are 3D volumes. A trailing singleton dimension (``x, y, z, 1``, as some writers
   store a scalar volume) is accepted as 3D; a 4th dimension with more than one channel is an
   error unless the data set is distributed multi-channel (MSD BrainTumour 4, Prostate 2). 2D
@@ -18,12 +20,17 @@ Checks per case:
   (:func:`medsegzoo.taxonomy.validate_label_values`); masks binary ({0, 1}, or {0, 255}).
 
 Across cases: duplicate case ids, and one image used by two splits (train/test leakage).
+
+:func:`check_training_datalist` is the check every bundle runs before training (its
+``initialize`` list): the header checks above (voxels on request) plus what training needs
+(the training split holds cases, labeled cases have labels that cover the trained label
+system), all problems in one message.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from medsegzoo.data.datalist import (
+    LABELED_SPLITS,
     SPLIT_KEYS,
     format_problems,
     load_datalist,
@@ -46,6 +54,8 @@ __all__ = [
     "Problem",
     "ValidationSummary",
     "case_problems",
+    "check_training_datalist",
+    "covered_classes",
     "validate_case",
     "validate_datalist",
 ]
@@ -428,35 +438,30 @@ def _cross_case_problems(datalist: Mapping[str, Any], source: str) -> list[Probl
     return problems
 
 
-def validate_datalist(
+@dataclass
+class _Checked:
+    """What :func:`_check_cases` found: the loaded datalist, where it came from, the folder its
+    paths start from, the entries checked and every problem."""
+
+    datalist: Mapping[str, Any]
+    source: str
+    base: Path
+    jobs: list[tuple[Any, str]]
+    problems: list[Problem]
+
+
+def _check_cases(
     datalist: str | os.PathLike | Mapping[str, Any],
-    base_dir: str | os.PathLike | None = None,
+    base_dir: str | os.PathLike | None,
+    keys: Iterable[str] | None,
     *,
-    check_voxels: bool = True,
-    keys: Iterable[str] | None = None,
-    affine_tol: float = DEFAULT_AFFINE_TOL,
-    workers: int = 1,
-    read_headers: bool = True,
-) -> ValidationSummary:
-    """Check every case of a datalist and report all problems at once.
-
-    Args:
-        datalist: datalist file or dict.
-        base_dir: data set folder (default: see :func:`medsegzoo.data.datalist.resolve_base_dir`).
-        check_voxels: read voxels too (NaN/inf, label values); headers only otherwise.
-        keys: split keys to check (default: all).
-        affine_tol: absolute tolerance on affine entries (mm).
-        workers: threads reading files in parallel (decompression releases the GIL).
-        read_headers: with ``check_voxels=False``, whether to read headers (shapes, affines,
-            dimensions) or only check that the files exist.
-
-    Returns:
-        A :class:`ValidationSummary` when every case passed.
-
-    Raises:
-        DataValidationError: every problem found, one line each (file: problem [case]); the
-            exception's ``problems`` attribute holds them as :class:`Problem` objects.
-    """
+    check_voxels: bool,
+    affine_tol: float,
+    workers: int,
+    read_headers: bool,
+) -> _Checked:
+    """Load a datalist and collect the problems of every case of ``keys`` (nothing raised for
+    data problems; an unreadable datalist or an unknown split key raises)."""
     path = None
     if not isinstance(datalist, Mapping):
         path = datalist
@@ -491,13 +496,193 @@ def validate_datalist(
     else:
         per_case = [check(job) for job in jobs]
     problems = [p for found in per_case for p in found] + _cross_case_problems(datalist, source)
-    if problems:
-        err = DataValidationError(
-            format_problems(f"{source} (files under {base})", [str(p) for p in problems])
-        )
-        err.problems = problems  # type: ignore[attr-defined]
-        raise err
-    files = sum(1 + ("label" in e) + len(e.get("masks") or {}) for e, _ in jobs)
+    return _Checked(datalist, source, base, jobs, problems)
+
+
+def _raise_problems(title: str, problems: list[Problem]) -> None:
+    """Raise one :class:`DataValidationError` listing every problem (``problems`` attribute kept)."""
+    err = DataValidationError(format_problems(title, [str(p) for p in problems]))
+    err.problems = problems  # type: ignore[attr-defined]
+    raise err
+
+
+def _summary(checked: _Checked, keys: Iterable[str] | None) -> ValidationSummary:
+    selected = list(keys) if keys is not None else list(SPLIT_KEYS)
+    files = sum(1 + ("label" in e) + len(e.get("masks") or {}) for e, _ in checked.jobs)
     return ValidationSummary(
-        cases=len(jobs), files=files, per_split={k: len(datalist.get(k, [])) for k in selected}
+        cases=len(checked.jobs),
+        files=files,
+        per_split={k: len(checked.datalist.get(k, [])) for k in selected},
     )
+
+
+def validate_datalist(
+    datalist: str | os.PathLike | Mapping[str, Any],
+    base_dir: str | os.PathLike | None = None,
+    *,
+    check_voxels: bool = True,
+    keys: Iterable[str] | None = None,
+    affine_tol: float = DEFAULT_AFFINE_TOL,
+    workers: int = 1,
+    read_headers: bool = True,
+) -> ValidationSummary:
+    """Check every case of a datalist and report all problems at once.
+
+    Args:
+        datalist: datalist file or dict.
+        base_dir: data set folder (default: see :func:`medsegzoo.data.datalist.resolve_base_dir`).
+        check_voxels: read voxels too (NaN/inf, label values); headers only otherwise.
+        keys: split keys to check (default: all).
+        affine_tol: absolute tolerance on affine entries (mm).
+        workers: threads reading files in parallel (decompression releases the GIL).
+        read_headers: with ``check_voxels=False``, whether to read headers (shapes, affines,
+            dimensions, truncation) or only check that the files exist.
+
+    Returns:
+        A :class:`ValidationSummary` when every case passed.
+
+    Raises:
+        DataValidationError: every problem found, one line each (file: problem [case]); the
+            exception's ``problems`` attribute holds them as :class:`Problem` objects.
+    """
+    checked = _check_cases(
+        datalist, base_dir, keys, check_voxels=check_voxels, affine_tol=affine_tol, workers=workers,
+        read_headers=read_headers,
+    )
+    if checked.problems:
+        _raise_problems(f"{checked.source} (files under {checked.base})", checked.problems)
+    return _summary(checked, keys)
+
+
+def covered_classes(names: Iterable[str], system: str) -> list[str]:
+    """The classes of a label system that a case labeling ``names`` labels.
+
+    Names are resolved through the taxonomy as the label conversion does: a merged ``kidney``
+    covers both kidneys of a system that splits them, a tumor covers its organ when the organ
+    is listed too.
+
+    Args:
+        names: labeled class names (any spelling the taxonomy knows).
+        system: label system name.
+
+    Returns:
+        The covered classes, in the system's order.
+
+    Raises:
+        UnknownNameError: an unknown class or label system name.
+    """
+    from medsegzoo.taxonomy import canonical_name, get_label_system, resolve_class, side_parts
+
+    classes = get_label_system(system).classes
+    targets = frozenset(classes)
+    canonical = {canonical_name(n) for n in ([names] if isinstance(names, str) else names)}
+    hit: set[str] = set()
+    for name in canonical:
+        resolution = resolve_class(name, targets, canonical)
+        if resolution is not None:
+            kind, cls = resolution
+            hit.update([cls] if kind == "direct" else [p for p in side_parts(cls) or () if p in targets])
+    return [c for c in classes if c in hit]
+
+
+def _training_problems(
+    checked: _Checked, keys: Sequence[str], label_system: str | None, require_labels: bool
+) -> list[Problem]:
+    """What makes a checked datalist unusable for training beyond its files: an empty first
+    split, labeled-split cases without a label, cases that label none of the system's classes."""
+    from medsegzoo.taxonomy import labeled_classes
+
+    problems: list[Problem] = []
+    if not checked.datalist.get(keys[0]):
+        problems.append(Problem(checked.source, f"the split {keys[0]!r} is empty or missing; training needs its cases"))
+    for key in keys:
+        if key not in LABELED_SPLITS:
+            continue  # unlabeled images need no label
+        for i, entry in enumerate(checked.datalist.get(key, [])):
+            if not isinstance(entry, Mapping) or schema_problems(entry, ""):
+                continue  # a malformed entry is already reported
+            where, case_id = f"{checked.source}: {key}[{i}]", entry["case_id"]
+            has_label = isinstance(entry.get("label"), str) or bool(entry.get("masks"))
+            if require_labels and not has_label:
+                problems.append(Problem(where, "has no 'label' or 'masks'; a training case needs its label", case_id))
+                continue
+            if label_system is None or not has_label:
+                continue
+            try:
+                names = entry.get("labeled_classes") or labeled_classes(entry["dataset"], label_system)
+                covered = covered_classes(names, label_system)
+            except MedSegZooError as err:
+                problems.append(Problem(where, str(err), case_id))
+                continue
+            if not covered:
+                problems.append(
+                    Problem(where, f"labeled classes {list(names)} cover none of the {label_system!r} classes", case_id)
+                )
+    return problems
+
+
+def check_training_datalist(
+    datalist: str | os.PathLike | Mapping[str, Any],
+    dataset_dir: str | os.PathLike | None = None,
+    label_system: str | None = None,
+    keys: Sequence[str] = ("training", "validation"),
+    require_labels: bool = True,
+    check_voxels: bool = False,
+    workers: int = 4,
+    affine_tol: float = DEFAULT_AFFINE_TOL,
+) -> ValidationSummary:
+    """Check a datalist before training; raise once with every problem (for a bundle's ``initialize``).
+
+    Runs before any data loader, worker or process is started, so a wrong ``dataset_dir`` or a
+    damaged file gives one message naming every bad file instead of a traceback from inside a
+    cached data set. Checks, for the cases of ``keys``:
+
+    * the datalist reads and is well formed; ``dataset_dir`` exists; ``keys[0]`` holds cases;
+    * every file exists and its header reads: not truncated, 3D, label/masks on the image's
+      grid (the header checks of :func:`validate_datalist`);
+    * each case's data set is known and its ``labeled_classes`` are classes of that data set;
+      with ``require_labels``, every case of a labeled split has a ``label`` or ``masks``;
+    * with ``label_system``, every labeled case covers at least one class of the system;
+    * with ``check_voxels``: no NaN/inf, label values within the case's data-set map, binary masks;
+    * across cases: no case id twice, no image in two splits.
+
+    Args:
+        datalist: datalist file or dict.
+        dataset_dir: folder the datalist's paths start from (None: the datalist's rule, see
+            :func:`medsegzoo.data.datalist.resolve_base_dir`).
+        label_system: label system trained (e.g. ``"aeval8"``); None skips the class check.
+        keys: splits to check; the first must hold cases. Cases of ``unlabeled`` need no label.
+        require_labels: cases of labeled splits (training/validation/test) need a label.
+        check_voxels: read the voxels too (slower; headers only otherwise).
+        workers: threads reading headers.
+        affine_tol: absolute tolerance on affine entries (mm).
+
+    Returns:
+        A :class:`ValidationSummary` of what was checked.
+
+    Raises:
+        DataValidationError: every problem at once, one line each naming the file or entry;
+            the ``problems`` attribute holds them as :class:`Problem` objects.
+        UnknownNameError: an unknown label system (a config error).
+    """
+    if label_system is not None:
+        from medsegzoo.taxonomy import get_label_system
+
+        get_label_system(label_system)
+    keys = list(keys)
+    if not keys:
+        raise DataValidationError("check_training_datalist: keys is empty; name the training split first")
+    if dataset_dir is not None and not Path(dataset_dir).is_dir():
+        # every path would be reported missing: name the one cause instead
+        raise DataValidationError(
+            f"{dataset_dir}: dataset_dir does not exist{' (it is a file)' if Path(dataset_dir).exists() else ''}; "
+            f"the paths of {datalist if not isinstance(datalist, Mapping) else 'the datalist'} start from it"
+        )
+    checked = _check_cases(
+        datalist, dataset_dir, keys, check_voxels=check_voxels, affine_tol=affine_tol,
+        workers=max(1, workers), read_headers=True,
+    )
+    problems = _training_problems(checked, keys, label_system, require_labels) + checked.problems
+    if problems:
+        _raise_problems(f"{checked.source} cannot be used for training (files under {checked.base})", problems)
+    return _summary(checked, keys)
