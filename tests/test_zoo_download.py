@@ -91,12 +91,19 @@ def test_tampered_zip_fails_the_checksum(tmp_path: Path) -> None:
     zoo = _zoo(tmp_path, ("0.1.0",))
     zip_path = zoo / "demo_v0.1.0.zip"
     data = bytearray(zip_path.read_bytes())
+    (zoo / "demo_v0.1.0.zip.orig").write_bytes(bytes(data))
     data[len(data) // 2] ^= 0xFF
     zip_path.write_bytes(bytes(data))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "other").write_text("keep")  # a user's file beside the bundles
-    with pytest.raises(DataValidationError, match="sha1 checksum mismatch"):
+    with pytest.raises(DataValidationError, match="sha256 checksum mismatch"):
         download_bundle("demo", zoo / "model_info.json", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["other"]
+    # an index without sha256 (MONAI's format, or written before medsegzoo added it): sha1
+    index = _index_with(tmp_path, "demo", zoo / "demo_v0.1.0.zip.orig")  # the true sha1 ...
+    index.write_text(index.read_text().replace(".zip.orig", ".zip"))  # ... of another file
+    with pytest.raises(DataValidationError, match="sha1 checksum mismatch"):
+        download_bundle("demo", index, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["other"]
 
 
@@ -147,3 +154,112 @@ def test_serve_command_binds_loopback_and_serves_the_index(tmp_path: Path) -> No
         proc.wait(timeout=30)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def _spy_opens(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
+    """Record (offset asked, resumed) of every zip the download opens."""
+    from medsegzoo.zoo import download
+
+    calls: list[tuple[int, bool]] = []
+    real = download.open_location
+
+    def spy(location, offset=0, timeout=60.0):
+        stream, resumed = real(location, offset, timeout)
+        calls.append((offset, resumed))
+        return stream, resumed
+
+    monkeypatch.setattr(download, "open_location", spy)
+    return calls
+
+
+@pytest.mark.parametrize("over_http", [False, True])
+def test_an_interrupted_download_resumes_and_is_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         over_http: bool) -> None:
+    from medsegzoo.zoo import download
+
+    zoo = _zoo(tmp_path, ("0.1.0",))
+    data = (zoo / "demo_v0.1.0.zip").read_bytes()
+    out = tmp_path / "out"
+    real = download.open_location
+
+    def cut(location, offset=0, timeout=60.0):  # the connection drops after 100 bytes
+        stream, resumed = real(location, offset, timeout)
+        head = stream.read(100)
+        stream.close()
+
+        class Dropping:
+            def __init__(self) -> None:
+                self.sent = False
+
+            def read(self, n=-1):
+                if self.sent:
+                    raise ConnectionResetError(104, "Connection reset by peer")
+                self.sent = True
+                return head
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        return Dropping(), resumed
+
+    with serving(zoo) as url:
+        index = url + "model_info.json" if over_http else zoo / "model_info.json"
+        monkeypatch.setattr(download, "open_location", cut)
+        with pytest.raises(DataValidationError, match="download failed .*run the same command again to resume"):
+            download_bundle("demo", index, out)
+        part = out / ".demo_v0.1.0.zip.part"
+        assert part.read_bytes() == data[:100]  # kept, under a name no one takes for the zip
+        assert sorted(p.name for p in out.iterdir()) == [part.name]
+        monkeypatch.undo()
+        calls = _spy_opens(monkeypatch)
+        target = download_bundle("demo", index, out)
+    assert calls == [(100, True)]  # resumed, not restarted (the loopback server answers Range)
+    assert (target / "models" / "model.pt").read_bytes() == b"0.1.0"
+    assert sorted(p.name for p in out.iterdir()) == ["demo"]
+
+
+def test_a_corrupt_part_is_fetched_again_from_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    zoo = _zoo(tmp_path, ("0.1.0",))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".demo_v0.1.0.zip.part").write_bytes(b"x" * 50)  # not the zip's first bytes
+    calls = _spy_opens(monkeypatch)
+    target = download_bundle("demo", zoo / "model_info.json", out)
+    assert calls == [(50, True), (0, False)]
+    assert (target / "docs" / "README.md").read_text() == "# demo\n"
+    assert sorted(p.name for p in out.iterdir()) == ["demo"]
+
+
+def test_a_complete_part_is_verified_not_fetched_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    zoo = _zoo(tmp_path, ("0.1.0",))
+    out = tmp_path / "out"
+    out.mkdir()
+    data = (zoo / "demo_v0.1.0.zip").read_bytes()
+    (out / ".demo_v0.1.0.zip.part").write_bytes(data)  # killed after the last byte, before the check
+    calls = _spy_opens(monkeypatch)
+    with serving(zoo) as url:
+        download_bundle("demo", url + "model_info.json", out)  # the server answers 416: nothing left
+    assert calls == [(len(data), True)]
+    assert sorted(p.name for p in out.iterdir()) == ["demo"]
+
+
+def test_download_streams_without_reading_the_zip_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracemalloc
+
+    root = tmp_path / "src"
+    bundle = make_fake_bundle(root, "demo", "0.1.0")
+    (bundle / "models" / "model.pt").write_bytes(bytes(range(256)) * (40 << 12))  # 40 MiB
+    tracemalloc.start()
+    try:
+        pack_zoo(root, tmp_path / "zoo")
+        _, pack_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        target = download_bundle("demo", tmp_path / "zoo" / "model_info.json", tmp_path / "out")
+        _, download_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (target / "models" / "model.pt").stat().st_size == 40 << 20
+    assert pack_peak < 8 << 20 and download_peak < 8 << 20, (pack_peak, download_peak)  # blocks of 1 MiB

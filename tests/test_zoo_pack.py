@@ -69,7 +69,11 @@ def test_pack_zoo_index_format_and_base_url(tmp_path: Path) -> None:
     assert sorted(index) == ["alpha_v0.2.0", "beta_v1.0.0"]
     for key, entry in index.items():
         data = (tmp_path / "zoo" / f"{key}.zip").read_bytes()
-        assert entry == {"checksum": hashlib.sha1(data).hexdigest(), "source": f"https://example.org/zoo/{key}.zip"}
+        assert entry == {
+            "checksum": hashlib.sha1(data).hexdigest(),  # MONAI's key
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "source": f"https://example.org/zoo/{key}.zip",
+        }
     # a new version joins the index; the old one stays downloadable
     meta_file = tmp_path / "bundles" / "alpha" / "configs" / "metadata.json"
     meta = json.loads(meta_file.read_text())

@@ -8,11 +8,14 @@ Examples::
     medsegzoo zoo download tct_partial_label_segmentation --version 0.1.0 --index zoo/model_info.json --bundle-dir ./models
 
 ``pack`` writes ``<name>_v<version>.zip`` (one top-level folder named after the bundle: configs,
-docs, LICENSE, models/*.pt), ``<zip>.sha256`` and ``model_info.json`` (MONAI model-zoo format,
-sha1 checksums). Without ``--base-url`` the index's sources are the zip names, resolved against
-wherever the index is read from. ``serve`` binds 127.0.0.1 only. ``download`` picks the latest
-version by version order, verifies the sha1, refuses unsafe zips and leaves nothing behind on
-failure. The same zips also download with
+docs, LICENSE, models/*.pt), ``<zip>.sha256`` and ``model_info.json`` (MONAI model-zoo format:
+the sha1 ``checksum`` MONAI reads, plus ``sha256``), streaming every file; a killed pack leaves
+no zip under a published name. Without ``--base-url`` the index's sources are the zip names,
+resolved against wherever the index is read from. ``serve`` binds 127.0.0.1 only and answers
+``Range`` requests. ``download`` picks the latest version by version order, streams the zip to a
+``.part`` file (an interrupted download resumes when run again), verifies its sha256 (sha1 for
+an index without one), refuses unsafe zips and extracts nothing on failure. The same zips also
+download with
 ``python -m monai.bundle download --name NAME --url http://127.0.0.1:PORT/NAME_vX.zip``.
 """
 
@@ -41,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("directory", help="zoo folder")
     serve.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free one)")
 
-    download = sub.add_parser("download", help="download, verify and extract a bundle")
+    download = sub.add_parser("download", help="download (resuming), verify (sha256) and extract a bundle")
     download.add_argument("name", help="bundle name")
     download.add_argument("--version", help="version (default: the latest)")
     download.add_argument("--index", required=True, help="model_info.json path or URL")
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
         index = pack_zoo(args.bundles_dir, args.out, base_url=args.base_url, names=args.names)
         for key, entry in index.items():
-            print(f"{key}: sha1 {entry['checksum']} -> {entry['source']}")
+            print(f"{key}: sha256 {entry['sha256']} -> {entry['source']}")
         print(f"{args.out}/{INDEX_NAME}")
         return 0
     if args.zoo_command == "serve":

@@ -1,25 +1,33 @@
 """Checksum-verified download and safe extraction of a bundle zip.
 
-The zip is fetched to a temporary file, its SHA-1 compared with the index, every entry checked
-(no absolute path, no ``..``, no link leaving the bundle, everything inside the single top-level
-folder named after the bundle), extracted into a temporary folder next to the target and only
-then renamed into place. A refused zip leaves no file behind.
+The zip is streamed in 1 MiB blocks to ``.<name>_v<version>.zip.part`` beside the target and
+hashed on the way (no RAM for its size). It is used only once its SHA-256 (and the SHA-1 MONAI's
+index key holds) match the index, so a partial file is never taken for a complete one; a part
+left by an interrupted download is resumed (HTTP ``Range``, or a seek in a local file) or, when
+the source cannot resume, restarted, and a resumed file that fails the check is fetched once
+more from scratch. Every entry is checked (no absolute path, no ``..``, no link leaving the
+bundle, everything inside the single top-level folder named after the bundle), extracted into
+a staging folder next to the target and only then renamed into place. A refused zip leaves no
+file behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import posixpath
 import shutil
 import stat
-import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from medsegzoo.errors import DataValidationError, LayoutError, MedSegZooError
-from medsegzoo.zoo.index import IndexEntry, read_index, read_location, resolve_entry
-from medsegzoo.zoo.pack import file_digest
+from medsegzoo.utils.atomic import atomic_dir
+from medsegzoo.zoo.index import IndexEntry, open_location, read_index, resolve_entry
+from medsegzoo.zoo.pack import BLOCK_BYTES, index_key
 
 
 def _is_link(info: zipfile.ZipInfo) -> bool:
@@ -53,24 +61,25 @@ def check_member(info: zipfile.ZipInfo, top: str, archive: zipfile.ZipFile, zip_
     return inner
 
 
-def safe_extract(zip_path: str | os.PathLike, name: str, dest: str | os.PathLike) -> Path:
+def safe_extract(zip_path: str | os.PathLike, name: str, dest: str | os.PathLike, replace: bool = False) -> Path:
     """Extract the bundle ``name`` from a zip into ``dest/name`` atomically.
 
     Args:
         zip_path: the (already verified) zip.
         name: bundle name = the zip's single top-level folder.
         dest: folder that receives ``name/`` (created).
+        replace: replace an existing ``dest/name`` (only once the new one is extracted).
 
     Returns:
         ``dest/name``.
 
     Raises:
         LayoutError: a bad entry (see :func:`check_member`), no ``configs/metadata.json``, or
-            ``dest/name`` exists already. Nothing is left behind.
+            ``dest/name`` exists already without ``replace``. Nothing is left behind.
     """
     dest = Path(dest)
     target = dest / name
-    if target.exists():
+    if target.exists() and not replace:
         raise LayoutError(f"{target}: exists already; remove it (or pass --force) to download {name} again")
     zip_name = Path(zip_path).name
     try:
@@ -82,11 +91,9 @@ def safe_extract(zip_path: str | os.PathLike, name: str, dest: str | os.PathLike
         checked = [(info, check_member(info, name, archive, zip_name)) for info in infos]
         if not any(inner == "configs/metadata.json" for _, inner in checked):
             raise LayoutError(f"{zip_name}: no {name}/configs/metadata.json; not a bundle zip")
-        dest.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=dest))
-        try:
-            root = staging / name
-            root.mkdir()
+        # staged beside the target and renamed: the bundle appears complete or not at all (a
+        # replaced bundle stays until then; a killed run's stage is removed by the next one)
+        with atomic_dir(target) as root:
             for info, inner in checked:
                 if not inner:
                     continue
@@ -99,60 +106,118 @@ def safe_extract(zip_path: str | os.PathLike, name: str, dest: str | os.PathLike
                     os.symlink(archive.read(info).decode("utf-8"), out)
                     continue
                 with archive.open(info) as src, open(out, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            os.rename(root, target)  # same file system: the bundle appears complete or not at all
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+                    shutil.copyfileobj(src, dst, BLOCK_BYTES)
     return target
 
 
+def part_path(entry: IndexEntry, dest: str | os.PathLike) -> Path:
+    """Where ``entry``'s zip is downloaded to before it is verified (kept to resume)."""
+    return Path(dest) / f".{index_key(entry.name, entry.version)}.zip.part"
+
+
+@contextlib.contextmanager
+def _locked_part(path: Path) -> Iterator[BinaryIO]:
+    """Open (create) ``path`` for reading and writing under an exclusive lock.
+
+    A second download of the same zip into the same folder waits here; if the first removed
+    the part meanwhile (a checksum mismatch), the second opens the new file, not the removed one.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        fcntl = None  # type: ignore[assignment]
+    while True:
+        handle = open(path, "a+b")  # noqa: SIM115 - closed below
+        if fcntl is None:
+            break
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def _stream_into(entry: IndexEntry, part: BinaryIO, digests: dict[str, Any]) -> bool:
+    """Hash what ``part`` holds, append the rest of ``entry.source`` (or rewrite the part when
+    the source cannot resume) and hash it; returns whether the existing bytes were kept."""
+    part.seek(0)
+    offset = 0
+    for block in iter(lambda: part.read(BLOCK_BYTES), b""):  # what an interrupted run fetched
+        offset += len(block)
+        for digest in digests.values():
+            digest.update(block)
+    stream, resumed = open_location(entry.source, offset)
+    with stream:
+        if not resumed:
+            part.seek(0)
+            part.truncate()
+            for name in digests:
+                digests[name] = hashlib.new(name)
+        for block in iter(lambda: stream.read(BLOCK_BYTES), b""):
+            part.write(block)  # a+b: always at the end
+            for digest in digests.values():
+                digest.update(block)
+    part.flush()
+    os.fsync(part.fileno())  # verified bytes must be on disk before they are trusted
+    return resumed and offset > 0
+
+
 def fetch_verified(entry: IndexEntry, dest: str | os.PathLike) -> Path:
-    """Download ``entry.source`` to a temporary file in ``dest`` and verify its SHA-1.
+    """Download ``entry.source`` to ``dest/.<name>_v<version>.zip.part`` and verify it.
+
+    An existing part (an interrupted download) is resumed; the SHA-256 (when the index has it)
+    and the SHA-1 must match. A resumed part that does not match is fetched once more from the
+    start (the old part may come from a changed source).
 
     Returns:
-        The temporary zip (the caller removes it).
+        The verified zip (the caller removes it).
 
     Raises:
-        DataValidationError: the download failed or the checksum differs (file removed).
+        DataValidationError: the download failed (the part is kept to resume) or a checksum
+            differs (the part is removed).
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{entry.name}_v{entry.version}.", suffix=".zip.part", dir=dest)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        try:
-            tmp_path.write_bytes(read_location(entry.source))
-        except (OSError, ValueError) as err:
-            raise DataValidationError(f"{entry.source}: download failed ({err})") from err
-        got = file_digest(tmp_path, "sha1")
-        if got != entry.checksum:
+    part = part_path(entry, dest)
+    expected = {"sha1": entry.checksum, **({"sha256": entry.sha256} if entry.sha256 else {})}
+    with _locked_part(part) as handle:
+        for attempt in range(2):
+            digests = {name: hashlib.new(name) for name in expected}
+            try:
+                resumed = _stream_into(entry, handle, digests)
+            except (OSError, ValueError) as err:
+                raise DataValidationError(
+                    f"{entry.source}: download failed ({err}); run the same command again to resume"
+                ) from err
+            wrong = {name: d.hexdigest() for name, d in digests.items() if d.hexdigest() != expected[name]}
+            if not wrong:
+                return part
+            if resumed and attempt == 0:
+                handle.seek(0)
+                handle.truncate()  # the kept bytes may come from a changed source: start over
+                continue
+            part.unlink(missing_ok=True)
+            name = "sha256" if "sha256" in wrong else "sha1"
             raise DataValidationError(
-                f"{entry.source}: sha1 checksum mismatch (index says {entry.checksum}, file has {got}); "
+                f"{entry.source}: {name} checksum mismatch (index says {expected[name]}, file has {wrong[name]}); "
                 "the zip was changed or the download is corrupt - nothing was extracted"
             )
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return tmp_path
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _fetch_and_extract(entry: IndexEntry, dest: Path, force: bool) -> Path:
-    """Fetch and verify the zip into ``dest``, extract it, and remove every temporary."""
-    zip_tmp = fetch_verified(entry, dest)
-    old: Path | None = None
+    """Fetch and verify the zip into ``dest``, extract it, and remove the verified zip."""
+    if (dest / entry.name).exists() and not force:  # before any download
+        raise LayoutError(f"{dest / entry.name}: exists already; remove it (or pass --force) to download {entry.name} again")
+    zip_file = fetch_verified(entry, dest)
     try:
-        if force and (dest / entry.name).exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", suffix=".old", dir=dest))
-            os.rename(dest / entry.name, old / entry.name)
-        try:
-            return safe_extract(zip_tmp, entry.name, dest)
-        except BaseException:
-            if old is not None:  # a refused zip keeps the previous bundle in place
-                os.rename(old / entry.name, dest / entry.name)
-            raise
+        return safe_extract(zip_file, entry.name, dest, replace=force)
     finally:
-        zip_tmp.unlink(missing_ok=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        zip_file.unlink(missing_ok=True)
 
 
 def download_bundle(
@@ -176,7 +241,8 @@ def download_bundle(
 
     Raises:
         UnknownNameError: unknown name or version (the message lists the index's).
-        DataValidationError: unreadable index, failed download or checksum mismatch.
+        DataValidationError: unreadable index, failed download (kept to resume: run the same
+            command again) or checksum mismatch (nothing kept).
         LayoutError: unsafe or malformed zip, or an existing target without ``force``.
     """
     entry = resolve_entry(read_index(index), name, version)
@@ -186,7 +252,7 @@ def download_bundle(
     try:
         target = _fetch_and_extract(entry, dest, force)
     except MedSegZooError:
-        if created:
+        if created and not part_path(entry, dest).exists():
             with contextlib.suppress(OSError):
                 dest.rmdir()  # only when empty: never delete what someone else put there
         raise

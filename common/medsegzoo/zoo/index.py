@@ -7,12 +7,15 @@ versions with :class:`packaging.version.Version`.
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from packaging.version import InvalidVersion, Version
 
@@ -28,14 +31,17 @@ class IndexEntry:
     Attributes:
         name: bundle name.
         version: version string.
-        checksum: hex SHA-1 of the zip.
+        checksum: hex SHA-1 of the zip (MONAI's index key).
         source: where the zip is (absolute URL or path, already resolved against the index).
+        sha256: hex SHA-256 of the zip (None in indexes written before medsegzoo added it, or
+            by other tools).
     """
 
     name: str
     version: str
     checksum: str
     source: str
+    sha256: str | None = None
 
 
 def is_url(location: str) -> bool:
@@ -44,12 +50,46 @@ def is_url(location: str) -> bool:
 
 
 def read_location(location: str | os.PathLike, timeout: float = URL_TIMEOUT_S) -> bytes:
-    """The bytes at a local path or a URL."""
+    """The bytes at a local path or a URL (for small files: the index)."""
+    with open_location(location, timeout=timeout)[0] as stream:
+        return stream.read()
+
+
+def open_location(
+    location: str | os.PathLike, offset: int = 0, timeout: float = URL_TIMEOUT_S
+) -> tuple[BinaryIO, bool]:
+    """A binary stream of a local path or a URL, from byte ``offset`` when the source allows it.
+
+    Args:
+        location: path, ``file://`` or ``http(s)://`` URL.
+        offset: first byte wanted (to resume a download). HTTP asks with a ``Range`` header; a
+            server that ignores it answers from byte 0.
+        timeout: seconds an HTTP connection or read may stall.
+
+    Returns:
+        ``(stream, resumed)``: ``resumed`` is True when the stream starts at ``offset``, False
+        when it starts at byte 0 (``offset`` 0, or a source that cannot resume). Close the stream.
+    """
     text = str(location)
-    if is_url(text):
-        with urllib.request.urlopen(text, timeout=timeout) as response:
-            return response.read()
-    return Path(text).read_bytes()
+    if not is_url(text):
+        handle = open(text, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+        if offset:
+            handle.seek(offset)
+        return handle, offset > 0
+    request = urllib.request.Request(text, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if offset and err.code == 416:  # nothing after offset: the part may be complete already
+            err.close()
+            return io.BytesIO(b""), True
+        raise
+    # 206 with a Content-Range starting at offset is a resumed body; anything else starts at 0
+    resumed = offset > 0 and response.status == 206 and str(response.headers.get("Content-Range", "")).startswith(f"bytes {offset}-")
+    if offset > 0 and response.status == 206 and not resumed:
+        response.close()
+        return open_location(location, 0, timeout)
+    return response, resumed
 
 
 def resolve_source(source: str, index_location: str | os.PathLike) -> str:
@@ -101,8 +141,10 @@ def read_index(location: str | os.PathLike) -> list[IndexEntry]:
         name, version = split_key(key)
         if not isinstance(value, dict) or not value.get("checksum") or not value.get("source"):
             raise DataValidationError(f"{location}: entry {key!r} needs 'checksum' and 'source'")
+        sha256 = value.get("sha256")
         entries.append(IndexEntry(name, version, str(value["checksum"]).lower(),
-                                  resolve_source(str(value["source"]), location)))
+                                  resolve_source(str(value["source"]), location),
+                                  str(sha256).lower() if sha256 else None))
     return entries
 
 

@@ -4,19 +4,29 @@
 after the bundle (``configs/``, ``docs/``, ``LICENSE`` and ``models/*.pt`` when present), the
 zip's ``.sha256`` file, and returns its index entry; ``pack_zoo`` does it for every bundle of a
 folder and writes ``model_info.json`` in the MONAI model-zoo format
-(``{"<name>_v<version>": {"checksum": <sha1 of the zip>, "source": <url>}}``).
+(``{"<name>_v<version>": {"checksum": <sha1 of the zip>, "sha256": <sha256>, "source": <url>}}``:
+MONAI's tools read the sha1 ``checksum``; medsegzoo downloads verify the ``sha256``).
 
 The same inputs give byte-identical zips: entries are sorted, every entry carries the same
 timestamp (1980-01-01, the earliest a zip can store), the same permissions and the same
 compression settings, so a zip's checksum identifies its content, not the moment it was packed.
+
+Files are streamed into the zip and hashed in 1 MiB blocks (a multi-GB weights file needs no RAM
+for its size). Every output is written atomically, and ``pack_zoo`` holds a lock on the zoo
+folder while it writes, so a killed pack leaves no partial zip under a published name; the next
+pack removes the hidden temporaries a killed one left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import zipfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +35,7 @@ from packaging.version import InvalidVersion, Version
 
 from medsegzoo.errors import DataValidationError, LayoutError, UnknownNameError
 from medsegzoo.utils import atomic_path, atomic_write_json, atomic_write_text
+from medsegzoo.utils.atomic import check_output_path
 
 INDEX_NAME = "model_info.json"
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can store
@@ -72,13 +83,30 @@ def index_key(name: str, version: str) -> str:
     return f"{name}_v{version}"
 
 
-def file_digest(path: str | os.PathLike, algorithm: str) -> str:
-    """Hex digest of a file with a hashlib algorithm ("sha1", "sha256")."""
-    digest = hashlib.new(algorithm)
+BLOCK_BYTES = 1 << 20  # read, hash and copy in blocks of this size
+
+
+def file_digests(path: str | os.PathLike, algorithms: Sequence[str] = ("sha1", "sha256")) -> dict[str, str]:
+    """Hex digests of a file with several hashlib algorithms, in one streamed pass.
+
+    Args:
+        path: the file.
+        algorithms: hashlib names ("sha1", "sha256").
+
+    Returns:
+        Algorithm -> hex digest.
+    """
+    digests = {name: hashlib.new(name) for name in algorithms}
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        for block in iter(lambda: handle.read(BLOCK_BYTES), b""):
+            for digest in digests.values():
+                digest.update(block)
+    return {name: digest.hexdigest() for name, digest in digests.items()}
+
+
+def file_digest(path: str | os.PathLike, algorithm: str) -> str:
+    """Hex digest of a file with a hashlib algorithm ("sha1", "sha256"), streamed."""
+    return file_digests(path, (algorithm,))[algorithm]
 
 
 def read_bundle_metadata(bundle_dir: str | os.PathLike) -> dict[str, Any]:
@@ -163,6 +191,9 @@ def _zip_info(arcname: str, is_dir: bool) -> zipfile.ZipInfo:
     info.create_system = 3  # Unix, so that external_attr means mode bits on every platform
     info.external_attr = (DIR_MODE if is_dir else FILE_MODE) << 16
     info.compress_type = zipfile.ZIP_STORED if is_dir else zipfile.ZIP_DEFLATED
+    # ZipFile.open(info, "w") takes the level from the entry (writestr sets it the same way);
+    # Python 3.13 renamed the attribute
+    setattr(info, "compress_level" if hasattr(info, "compress_level") else "_compresslevel", COMPRESS_LEVEL)
     return info
 
 
@@ -190,8 +221,12 @@ def write_reproducible_zip(entries: list[tuple[str, Path]], zip_path: str | os.P
             names.append(folder)
         for rel, path in sorted(entries, key=lambda item: item[0]):
             arcname = f"{top}/{rel}"
-            archive.writestr(_zip_info(arcname, is_dir=False), path.read_bytes(),
-                             compress_type=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL)
+            info = _zip_info(arcname, is_dir=False)
+            # streamed, not read whole: the size known up front picks zip64 for > 2 GiB files as
+            # writestr would, and deflate gives the same bytes however its input is chunked
+            info.file_size = path.stat().st_size
+            with open(path, "rb") as src, archive.open(info, "w") as dst:
+                shutil.copyfileobj(src, dst, BLOCK_BYTES)
             names.append(arcname)
     return names
 
@@ -214,12 +249,12 @@ def pack_bundle(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Pa
     version = str(read_bundle_metadata(bundle_dir)["version"])
     zip_path = Path(out_dir) / f"{index_key(name, version)}.zip"
     members = write_reproducible_zip(bundle_files(bundle_dir), zip_path, top=name)
-    sha256 = file_digest(zip_path, "sha256")
+    digests = file_digests(zip_path, ("sha1", "sha256"))
     # the `sha256sum -c` format: "<hex>  <file name>"
-    sha_file = atomic_write_text(zip_path.with_name(zip_path.name + ".sha256"), f"{sha256}  {zip_path.name}\n")
+    sha_file = atomic_write_text(zip_path.with_name(zip_path.name + ".sha256"), f"{digests['sha256']}  {zip_path.name}\n")
     for path in (zip_path, sha_file):
         path.chmod(PUBLISHED_MODE)
-    return PackedBundle(name, version, zip_path, file_digest(zip_path, "sha1"), sha256, tuple(members))
+    return PackedBundle(name, version, zip_path, digests["sha1"], digests["sha256"], tuple(members))
 
 
 def find_bundles(bundles_dir: str | os.PathLike) -> list[Path]:
@@ -280,18 +315,54 @@ def pack_zoo(
         read_bundle_metadata(bundle)
         bundle_files(bundle)
     out = Path(out_dir)
+    check_output_path(out, folder=True)
     out.mkdir(parents=True, exist_ok=True)
-    index_file = out / INDEX_NAME
-    index: dict[str, dict[str, str]] = {}
-    if index_file.is_file():
-        try:
-            old = json.loads(index_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise DataValidationError(f"{index_file}: existing index is not valid JSON ({err})") from err
-        index = {k: v for k, v in old.items() if (out / f"{k}.zip").is_file()}
-    for bundle in bundles:
-        packed = pack_bundle(bundle, out)
-        index[packed.key] = {"checksum": packed.sha1, "source": source_url(packed.zip_path.name, base_url)}
-    index = dict(sorted(index.items()))
-    atomic_write_json(index_file, index).chmod(PUBLISHED_MODE)
+    with _locked(out):
+        _remove_temporaries(out)
+        index_file = out / INDEX_NAME
+        index: dict[str, dict[str, str]] = {}
+        if index_file.is_file():
+            try:
+                old = json.loads(index_file.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as err:
+                raise DataValidationError(f"{index_file}: existing index is not valid JSON ({err})") from err
+            index = {k: v for k, v in old.items() if (out / f"{k}.zip").is_file()}
+        for bundle in bundles:
+            packed = pack_bundle(bundle, out)
+            index[packed.key] = {
+                "checksum": packed.sha1,  # MONAI's key (sha1), kept for its tools
+                "sha256": packed.sha256,
+                "source": source_url(packed.zip_path.name, base_url),
+            }
+        index = dict(sorted(index.items()))
+        atomic_write_json(index_file, index).chmod(PUBLISHED_MODE)
     return index
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (released by the OS when the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, and no clean-up of others' temporaries either
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a second pack into the same zoo waits here
+        yield
+    finally:
+        os.close(fd)
+
+
+# hidden temporaries of atomic writes (".<file>.<random>.tmp<suffix>") of the files pack writes
+_TEMPORARY = re.compile(r"\.(?P<target>.+\.zip|.+\.zip\.sha256|" + re.escape(INDEX_NAME) + r")\.[A-Za-z0-9_]+\.tmp(\..+)?")
+
+
+def _remove_temporaries(out: Path) -> None:
+    """Remove what a killed pack left (called under the zoo lock: no live pack is writing)."""
+    if os.name != "posix":
+        return  # no lock there (see _locked): a live pack's temporaries may be among them
+    for path in out.iterdir():
+        if _TEMPORARY.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)

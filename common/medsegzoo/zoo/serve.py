@@ -2,7 +2,8 @@
 
 A plain :mod:`http.server` (the standard library's static file server is all a zoo needs);
 binding to 127.0.0.1 keeps it off the network: to share a zoo beyond this machine, put the
-folder behind a real web server or object store and pack with ``--base-url``.
+folder behind a real web server or object store and pack with ``--base-url``. The handler
+also answers open-ended ``Range: bytes=N-`` requests, so an interrupted download resumes.
 """
 
 from __future__ import annotations
@@ -10,18 +11,50 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from medsegzoo.errors import LayoutError
 
 LOOPBACK = "127.0.0.1"
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
+_OPEN_RANGE = re.compile(r"bytes=(\d+)-")
+
+
+class ZooRequestHandler(SimpleHTTPRequestHandler):
+    """Static files; a request for ``bytes=N-`` of a file gets 206 and the bytes from N on."""
+
+    def send_head(self) -> BinaryIO | None:  # type: ignore[override]
+        match = _OPEN_RANGE.fullmatch((self.headers.get("Range") or "").strip())
+        path = self.translate_path(self.path)
+        if match is None or not os.path.isfile(path):
+            return super().send_head()  # other ranges are ignored: a full 200 answer is valid
+        handle = open(path, "rb")  # noqa: SIM115 - do_GET closes it after sending
+        size = os.fstat(handle.fileno()).st_size
+        start = int(match.group(1))
+        if start >= size:
+            handle.close()
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        handle.seek(start)
+        self.send_response(206)
+        self.send_header("Content-type", self.guess_type(path))
+        self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        self.send_header("Content-Length", str(size - start))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        return handle
+
+
+class _QuietHandler(ZooRequestHandler):
     """Static file handler that logs nothing (tests and background servers)."""
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -45,7 +78,7 @@ def make_server(directory: str | os.PathLike, port: int = 0, quiet: bool = False
     root = Path(directory)
     if not root.is_dir():
         raise LayoutError(f"{root}: zoo folder does not exist")
-    handler = functools.partial(_QuietHandler if quiet else SimpleHTTPRequestHandler, directory=str(root))
+    handler = functools.partial(_QuietHandler if quiet else ZooRequestHandler, directory=str(root))
     return ThreadingHTTPServer((LOOPBACK, port), handler)
 
 
