@@ -298,48 +298,6 @@ def test_a_deleted_label_is_an_error_naming_the_case_or_a_listed_warning(layout,
     assert record["case_id"] in unlabeled and record["case_id"] not in labeled
 
 
-def _btcv(tmp_path: Path) -> tuple[Path, Path]:
-    root = tmp_path / "btcv"
-    assert main(["phantoms", str(root), "--layout", "btcv", "--cases", "2", "--size", "16", "--quiet"]) == 0
-    return root, root / json.loads((root / MANIFEST_NAME).read_text())["records"][0]["image"]
-
-
-@pytest.mark.parametrize(
-    ("damage", "expected"),
-    [
-        ("truncated", "file is truncated or corrupt (EOFError"),
-        ("4d", "image is 4D (shape (16, 16, 16, 2)); a 3D volume is required"),
-        ("nan", None),  # a voxel problem: only --validate reads voxels
-    ],
-)
-def test_datalist_reads_headers_by_default_and_voxels_with_validate(damage, expected, tmp_path, capsys):
-    import nibabel as nib
-
-    root, image = _btcv(tmp_path)
-    if damage == "truncated":
-        data = image.read_bytes()
-        image.write_bytes(data[: len(data) // 2])
-    else:
-        loaded = nib.load(str(image))
-        array = np.asarray(loaded.dataobj, dtype=np.float32)
-        array = np.stack([array, array], -1) if damage == "4d" else np.where(array == array.max(), np.nan, array)
-        nib.save(nib.Nifti1Image(array, loaded.affine), str(image))
-    out = tmp_path / "list.json"
-    capsys.readouterr()
-    code = main(["datalist", "btcv", str(root), "--out", str(out), "--workers", "1"])
-    err = capsys.readouterr().err
-    if expected is None:
-        assert code == 0 and out.is_file()
-        out.unlink()
-        assert main(["datalist", "btcv", str(root), "--out", str(out), "--workers", "1", "--validate"]) == 1
-        assert f"{image}: image has 1 NaN and 0 infinite voxels" in capsys.readouterr().err
-    else:
-        assert code == 1 and f"{image}: {expected}" in err, err
-    assert not out.exists()
-    # --no-check skips the header reads: the datalist is written (the files exist)
-    assert main(["datalist", "btcv", str(root), "--out", str(out), "--workers", "1", "--no-check"]) == 0 and out.is_file()
-
-
 def test_datalist_out_below_a_file_fails_before_scanning(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     out = tmp_path / "afile" / "sub.json"

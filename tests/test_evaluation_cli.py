@@ -205,6 +205,6 @@ def test_write_failure_keeps_the_old_report_and_prints_one_line(folders, capsys,
     assert _run(*argv, "--title", "second run") == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert "evaluation.json: No space left on device" in err
+    assert f"error: {out / 'evaluation.json'}: No space left on device" in err  # named as the user knows it
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old report, whole
     assert sorted(p.name for p in folders.iterdir()) == ["gt", "pred", "report"]  # no staging left

@@ -191,6 +191,13 @@ def atomic_dir(path: str | os.PathLike, may_replace: Callable[[Path], bool] | No
             os.rename(path, old / path.name)  # between these two renames nothing is at path
             os.rename(staging, path)
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        # name the file as the user knows it (report/per_case.csv), not its hidden staging path
+        inside = str(err.filename or "")
+        if err.errno is None or not (inside == str(staging) or inside.startswith(f"{staging}{os.sep}")):
+            raise
+        raise OSError(err.errno, err.strerror or str(err), f"{path}{inside[len(str(staging)):]}") from err
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
