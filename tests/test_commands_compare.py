@@ -156,3 +156,21 @@ def test_compare_tolerance_as_mm_or_preset(tmp_path, tolerance, expected_mm):
     pred, _, _ = load_volume(tmp_path / "a" / "case0.nii.gz")
     dist = deepmind.compute_surface_distances(gt == 5, pred == 5, spacing)
     assert row["nsd"] == pytest.approx(deepmind.compute_surface_dice_at_tolerance(dist, expected_mm), abs=1e-9)
+
+
+def test_compare_out_is_checked_first_and_a_failed_run_keeps_the_old_report(tmp_path, capsys):
+    paths = _write_algorithms(tmp_path)
+    args = [f"{n}={p}" for n, p in paths.items()]
+    (tmp_path / "taken").write_text("notes")
+    assert main(["compare", *args, "--out", str(tmp_path / "taken")]) == 1
+    assert capsys.readouterr().err == f"medsegzoo compare: error: {tmp_path / 'taken'}: exists and is a file; the output is a folder, choose another path\n"
+    out = tmp_path / "r"
+    assert main(["compare", *args, "--out", str(out), "--bootstrap", "20", "--no-plots"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # a run that fails after --out was staged (no case shared) leaves the earlier report whole
+    bad = tmp_path / "other.csv"
+    pd.read_csv(next(iter(paths.values()))).assign(case="zz").to_csv(bad, index=False)
+    assert main(["compare", args[0], f"other={bad}", "--out", str(out)]) == 1
+    assert "no case is shared by all algorithms" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
