@@ -217,8 +217,8 @@ def test_settings_are_checked_before_any_file_is_read(maps):
     _, _, gt_dir, pred_dir = maps
     with pytest.raises(UnknownNameError, match="touchstone99"):
         evaluate_cases(pred_dir, gt_dir, "touchstone99", progress=False)
-    with pytest.raises(UnknownNameError, match="colon"):
-        evaluate_cases(pred_dir, gt_dir, "universal32", convention="aeval", progress=False)
+    with pytest.raises(UnknownNameError, match="colon"):  # an explicit table must cover every class
+        evaluate_cases(pred_dir, gt_dir, "universal32", convention="aeval", tolerances="aeval", progress=False)
     with pytest.raises(UnknownNameError, match="known"):
         evaluate_cases(pred_dir, gt_dir, "touchstone9", convention="brats", progress=False)
     table = evaluate_cases(pred_dir, gt_dir, "touchstone9", tolerances=2.0, metrics=("dsc", "nsd"), workers=1, progress=False).table
