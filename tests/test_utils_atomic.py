@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -92,8 +93,8 @@ def test_atomic_dir_removes_stages_of_dead_processes_only(tmp_path):
     assert (tmp_path / "report" / "a.txt").read_text() == "a"
 
 
-@pytest.mark.parametrize("case", ["file_at_target", "file_in_parents", "foreign_folder", "read_only_parent"])
-def test_check_output_path_refuses_before_any_work(tmp_path, case):
+@pytest.mark.parametrize("case", ["file_at_target", "file_in_parents", "foreign_folder", "read_only_parent", "current_folder"])
+def test_check_output_path_refuses_before_any_work(tmp_path, monkeypatch, case):
     import os
 
     from medsegzoo.errors import OutputError
@@ -105,12 +106,16 @@ def test_check_output_path_refuses_before_any_work(tmp_path, case):
         "file_in_parents": f"{tmp_path / 'afile'} is a file, not a folder",
         "foreign_folder": "holds files that are not an earlier output",
         "read_only_parent": f"no permission to write in {tmp_path / 'ro'}",
+        "current_folder": "not the current folder or its parent",
     }[case]
     if case == "file_at_target":
         target.write_text("x")
     elif case == "file_in_parents":
         (tmp_path / "afile").write_text("x")
         target = tmp_path / "afile" / "sub" / "out"
+    elif case == "current_folder":
+        monkeypatch.chdir(tmp_path)
+        target = Path(".")
     elif case == "foreign_folder":
         target.mkdir()
         (target / "thesis.tex").write_text("x")

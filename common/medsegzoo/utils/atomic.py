@@ -107,6 +107,9 @@ def check_output_path(
     """
     path = Path(path)
     kind = "folder" if folder else "file"
+    if path.name in ("", "..") or path.absolute() == Path.cwd():
+        # replacing the folder one stands in (or its parent) would pull it away under the user
+        raise OutputError(f"{path}: name a new {kind} (e.g. {path / 'report'}), not the current folder or its parent")
     if path.exists() or path.is_symlink():
         if folder and not path.is_dir():
             raise OutputError(f"{path}: exists and is a file; the output is a folder, choose another path")
