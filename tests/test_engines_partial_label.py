@@ -13,11 +13,11 @@ from monai.engines import SupervisedTrainer
 from monai.transforms import SaveImaged
 
 from medsegzoo.engines.partial_label import (
-    PartialLabelStep,
     check_partial_label_datalist,
     prediction_path,
     score_partial_label_predictions,
 )
+from medsegzoo.engines.steps import PartialLabelStep
 from medsegzoo.errors import DataValidationError
 from medsegzoo.inference.class_masks import SaveClassMasksd
 

@@ -115,3 +115,19 @@ def test_extension_keeps_old_outputs_bit_identical() -> None:
 def test_unknown_backbone() -> None:
     with pytest.raises(MedSegZooError, match="backbone"):
         UniversalModel(torch.randn(2, 4), backbone="resnet")
+
+
+def test_class_subset_forward_equals_the_full_outputs_of_those_classes() -> None:
+    torch.manual_seed(0)
+    model = UniversalModel(torch.randn(6, 12), backbone="unet", unet_base_channels=4).eval()
+    model.add_classes(torch.randn(2, 12), freeze=False)  # a second group: subsets span groups
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.no_grad():
+        full = model(x)
+        subset = model(x, classes=[1, 4, 6])
+    assert full.shape[1] == 8 and subset.shape == (2, 3, 16, 16, 16)
+    torch.testing.assert_close(subset, full[:, [1, 4, 6]], rtol=1e-5, atol=1e-5)
+    with pytest.raises(MedSegZooError, match="increasing indices"):
+        model(x, classes=[4, 1])
+    with pytest.raises(MedSegZooError, match="increasing indices"):
+        model(x, classes=[8])

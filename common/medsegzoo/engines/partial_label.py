@@ -6,10 +6,7 @@
   training needs on top: every case names at least one labeled class, and its classes cover
   at least one class of the training label system (a case that supervises nothing would only
   teach "background").
-* :class:`PartialLabelStep` is the ``iteration_update`` of a MONAI
-  :class:`~monai.engines.SupervisedTrainer`: the plain trainer calls ``loss(pred, label)``;
-  partial-label losses also need each sample's labeled-classes mask and (for the TCT
-  consistency ramp-up) the training progress, and TCT's network returns several heads.
+* The training iteration is :class:`medsegzoo.engines.steps.PartialLabelStep`.
 * :func:`score_partial_label_predictions` scores written predictions per class with the
   evaluation engine's metrics, counting only the classes each case is labeled for, and writes
   the report.
@@ -26,11 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from monai.data.utils import create_file_basename
-from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents
-from monai.utils import CommonKeys as Keys
 
 from medsegzoo.data.datalist import (
     load_datalist,
@@ -42,7 +35,6 @@ from medsegzoo.errors import DataValidationError, MedSegZooError
 from medsegzoo.transforms.partial import LabeledClassesMask
 
 __all__ = [
-    "PartialLabelStep",
     "check_partial_label_datalist",
     "prediction_path",
     "score_partial_label_predictions",
@@ -115,74 +107,6 @@ def check_partial_label_datalist(
             f"{source}: cannot be used for partial-label training ({system}):\n  " + "\n  ".join(problems)
         )
     return sum(len(loaded[k]) for k in present)
-
-
-class PartialLabelStep:
-    """One training iteration for partial-label losses (``SupervisedTrainer(iteration_update=...)``).
-
-    Calls ``engine.loss_function(outputs, label, labeled, epoch=progress)`` where ``outputs`` is
-    whatever the network returns (a dict of heads for TCT), ``labeled`` the batch's multi-hot
-    labeled-classes tensor and ``progress`` the fractional epoch (for ramp-ups). The loss
-    function returns a tensor or a dict with ``"loss"`` and detached parts; the parts are kept in
-    ``engine.state.loss_parts`` for logging. The step fires MONAI's iteration events like
-    :class:`~monai.engines.SupervisedTrainer` does (so its decollation and handlers work) and
-    stores the main head's logits as ``pred``.
-
-    Args:
-        labeled_key: batch key of the (B, N) labeled-classes tensor (LabeledClassesMaskd's output).
-        main_key: key of the main logits when the network returns a dict (stored as ``pred``).
-    """
-
-    def __init__(self, labeled_key: str = "labeled_classes", main_key: str = "main") -> None:
-        self.labeled_key = labeled_key
-        self.main_key = main_key
-
-    def __call__(self, engine: SupervisedTrainer, batchdata: dict[str, Any]) -> dict[str, Any]:
-        """Forward, loss, backward and optimizer step on one batch."""
-        if batchdata is None:
-            raise MedSegZooError("PartialLabelStep: empty batch")
-        if self.labeled_key not in batchdata:
-            raise MedSegZooError(
-                f"PartialLabelStep: the batch has no {self.labeled_key!r} entry; add "
-                "medsegzoo.transforms.LabeledClassesMaskd to the training transforms"
-            )
-        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        image, label = batch[0], batch[1]
-        labeled = torch.as_tensor(batchdata[self.labeled_key]).to(engine.state.device)
-        epoch_length = engine.state.epoch_length or 1
-        progress = (engine.state.iteration - 1) / epoch_length
-
-        engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        engine.state.output = {Keys.IMAGE: image, Keys.LABEL: label}
-
-        def forward() -> dict[str, torch.Tensor]:
-            # through the engine's inferer: a MixedPrecisionTrainer autocasts the forward pass
-            # there and returns float32 heads, so the loss below runs in float32
-            outputs = engine.inferer(image, engine.network)
-            main = outputs[self.main_key] if isinstance(outputs, Mapping) else outputs
-            engine.state.output[Keys.PRED] = main
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            result = engine.loss_function(outputs, label, labeled, epoch=progress)
-            parts = dict(result) if isinstance(result, Mapping) else {"loss": result}
-            engine.state.output[Keys.LOSS] = parts["loss"]
-            engine.fire_event(IterationEvents.LOSS_COMPLETED)
-            return parts
-
-        parts = forward()
-        if engine.amp and engine.scaler is not None:  # float16 on CUDA: scale the loss
-            engine.scaler.scale(parts["loss"]).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            parts["loss"].backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
-        # the loss parts live beside the output: MONAI decollates the output per sample
-        engine.state.loss_parts = {k: float(torch.as_tensor(v).detach()) for k, v in parts.items()}
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
-        return engine.state.output
 
 
 def prediction_path(

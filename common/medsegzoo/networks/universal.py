@@ -279,28 +279,33 @@ class ClassGroup(nn.Module):
         """Number of classes of the group."""
         return int(self.embeddings.shape[0])
 
-    def forward(self, global_feature: torch.Tensor, head_input: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, global_feature: torch.Tensor, head_input: torch.Tensor, classes: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits of this group's classes.
 
         Args:
             global_feature: ``(B, 256)``.
             head_input: ``(B, 8, *spatial)``.
+            classes: indices (within the group) of the classes to run; None runs all.
 
         Returns:
-            ``(B, K, *spatial)``.
+            ``(B, K, *spatial)`` (K = ``len(classes)`` when given).
         """
         batch = global_feature.shape[0]
-        text = self.text_projection(self.embeddings)  # (K, 256)
+        embeddings = self.embeddings if classes is None else self.embeddings[classes]
+        text = self.text_projection(embeddings)  # (K, 256)
+        num_classes = text.shape[0]
         pairs = torch.cat(
             [
-                global_feature[:, None, :].expand(batch, self.num_classes, GLOBAL_CHANNELS),
-                text[None].expand(batch, self.num_classes, TEXT_CHANNELS),
+                global_feature[:, None, :].expand(batch, num_classes, GLOBAL_CHANNELS),
+                text[None].expand(batch, num_classes, TEXT_CHANNELS),
             ],
             dim=2,
         )  # (B, K, 512)
         # the controller is a 1x1x1 conv over a (B*K, 512, 1, 1, 1) "image"
         params = self.controller(pairs.reshape(-1, GLOBAL_CHANNELS + TEXT_CHANNELS, 1, 1, 1))
-        return dynamic_head_forward(head_input, params.reshape(batch, self.num_classes, HEAD_PARAMS))
+        return dynamic_head_forward(head_input, params.reshape(batch, num_classes, HEAD_PARAMS))
 
 
 class UniversalModel(nn.Module):
@@ -365,12 +370,39 @@ class UniversalModel(nn.Module):
             names.extend(g.class_names)
         return tuple(names)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, K_total, *spatial)`` for an image ``(B, C, *spatial)``."""
+    def forward(self, x: torch.Tensor, classes: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for an image ``(B, C, *spatial)``.
+
+        Args:
+            x: the image batch.
+            classes: output channels to compute, in increasing order (None: all ``K_total``).
+                Every class has its own head, so a class left out costs nothing and changes no
+                other output; training uses this to run only the heads the batch's data sets
+                label (the masked loss ignores the others anyway).
+
+        Returns:
+            ``(B, K_total, *spatial)``, or ``(B, len(classes), *spatial)``.
+        """
         bottleneck, decoded = self.backbone(x)
         global_feature = self.global_feature(bottleneck).flatten(1)  # (B, 256)
         head_input = self.head_input(decoded)
-        return torch.cat([g(global_feature, head_input) for g in self.groups], dim=1)
+        if classes is None:
+            return torch.cat([g(global_feature, head_input) for g in self.groups], dim=1)
+        wanted = torch.as_tensor(classes, dtype=torch.long).flatten().cpu()
+        if wanted.numel() and (bool((wanted[1:] <= wanted[:-1]).any()) or int(wanted[0]) < 0
+                               or int(wanted[-1]) >= self.num_classes):
+            raise MedSegZooError(
+                f"UniversalModel: classes must be increasing indices in [0, {self.num_classes}), got {wanted.tolist()}"
+            )
+        outputs, start = [], 0
+        for group in self.groups:
+            inside = wanted[(wanted >= start) & (wanted < start + group.num_classes)] - start
+            if inside.numel():
+                outputs.append(group(global_feature, head_input, inside.to(head_input.device)))
+            start += group.num_classes
+        if not outputs:
+            return head_input.new_zeros((x.shape[0], 0, *head_input.shape[2:]))
+        return torch.cat(outputs, dim=1)
 
     def add_classes(
         self, class_embeddings: torch.Tensor, class_names: Sequence[str] | None = None, freeze: bool = True
