@@ -16,24 +16,30 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from bundle_checks import (
+    assert_foreign_checkpoint_fails,
+    assert_prediction_equals_direct_forward,
+    assert_train_and_inference_agree,
+)
 from bundle_utils import (
     assert_bf16_steps_match_fp32,
     META_SCHEMA,
     bundle_dir,
-    config_files_arg,
     make_mixed_phantom_datalist,
     make_phantom_datalist,
     monai_bundle,
     run_bundle,
 )
 
-from medsegzoo.engines.partial_label import prediction_path
+from medsegzoo.bundle_runs import BundleRun, run_in_process
+from medsegzoo.data.datalist import load_split
+from medsegzoo.data.predictions import class_mask_path, prediction_path
 from medsegzoo.inference.overlay import save_overlay_png
 
 BUNDLE = "tct_partial_label_segmentation"
 TRAIN = ["train.json", "smoke.json"]
-INFER = ["train.json", "inference.json", "smoke.json"]
-EVAL = ["train.json", "inference.json", "evaluate.json", "smoke.json"]
+INFER = ["inference.json", "smoke.json"]
+EVAL = ["inference.json", "evaluate.json", "smoke.json"]
 PARTS = [
     {"layout": "kits19", "cases": 4, "seed": 1, "site": 1},
     {"layout": "msd_liver", "cases": 4, "seed": 2, "site": 2},
@@ -75,9 +81,9 @@ def test_crash_resume_inference_evaluate(data, tmp_path):
     proc = run_bundle(BUNDLE, [*TRAIN, str(crash)], common, check=False)
     assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
     saved = sorted(p.name for p in (out / "models").glob("*.pt"))
-    assert saved == ["checkpoint_iteration=2.pt"], saved
+    assert saved == ["checkpoint_iteration=2.pt"], saved  # no model.pt from a run that did not complete
 
-    # 2) the same training started again (`run training` form) resumes from iteration 2
+    # 2) the same training started again (`run training` form, the one real CLI run) resumes
     proc = run_bundle(BUNDLE, TRAIN, common, run_id="training")
     log = proc.stdout + proc.stderr
     match = re.search(r"resumed from \S*checkpoint_iteration=2\.pt at iteration (\d+) \(epoch (\d+)\)", log)
@@ -91,47 +97,71 @@ def test_crash_resume_inference_evaluate(data, tmp_path):
     assert final["lr_scheduler"]["last_epoch"] == 2  # epoch-level scheduler stepped twice
     assert set(final["loss"]) == {"log_sigma_main", "log_sigma_aux"}  # UAUWL uncertainties saved
     assert any(k.startswith("aux_heads.") for k in final["network"])
-    assert (out / "models" / "model.pt").is_file()  # best validation model
+    # inference weights: the final network without its training-only auxiliary heads; the
+    # validation split also selected a best model, written the same way
+    for name in ("model.pt", "model_best.pt"):
+        weights = _load(out / "models" / name)
+        assert not any(k.startswith("aux_heads.") for k in weights), name
+        assert set(weights) == {k for k in final["network"] if not k.startswith("aux_heads.")}
+    for key, value in _load(out / "models" / "model.pt").items():
+        assert torch.equal(value, final["network"][key]), key  # model.pt is the last network
 
-    # 3) inference with per-organ masks, from the trained checkpoint
-    run_bundle(BUNDLE, INFER, {**common, "save_organ_masks": True}, run_id="inference")
-    test_cases = json.loads(data["datalist"].read_text())["test"]
+    # 3) inference from inference.json alone (model-zoo style), in process, with per-organ masks
+    run_in_process(BundleRun(bundle_dir(BUNDLE), INFER, {**common, "save_class_masks": True}, run_id="inference"))
+    test_cases = load_split(data["datalist"], "test", base_dir=data["dataset_dir"])
     assert len(test_cases) == 3
     for case in test_cases:
-        image = data["dataset_dir"] / case["image"]
-        pred_file = prediction_path(image, out / "eval" / "predictions", data["dataset_dir"])
-        pred, img = nib.load(str(pred_file)), nib.load(str(image))
+        pred_file = prediction_path(out / "eval", case["case_id"])
+        pred, img = nib.load(str(pred_file)), nib.load(str(case["image"]))
         assert pred.shape[:3] == img.shape[:3] and np.allclose(pred.affine, img.affine, atol=1e-3)
         values = set(np.unique(np.asarray(pred.dataobj)).tolist())
         assert values <= {0, 1, 2, 3, 4, 5}
-        liver = pred_file.with_name(pred_file.name.replace("_seg.nii.gz", "_seg_liver.nii.gz"))
+        liver = class_mask_path(out / "eval", case["case_id"], "liver")
         assert np.array_equal(np.asarray(nib.load(str(liver)).dataobj), (np.asarray(pred.dataobj) == 3).astype(np.uint8))
-    png = save_overlay_png(image, pred_file, tmp_path / "overlay.png")
+    png = save_overlay_png(case["image"], pred_file, tmp_path / "overlay.png")
     assert png.stat().st_size > 1000
 
-    # 4) evaluate on the partially labeled test split: only each case's labeled classes count
-    run_bundle(BUNDLE, EVAL, common, run_id="evaluating")
-    table = pd.read_csv(out / "eval" / "report_test" / "per_case.csv")
+    # 4) evaluate.json over inference.json: on the partially labeled test split only each case's
+    #    labeled classes count
+    run_in_process(BundleRun(bundle_dir(BUNDLE), EVAL, common, run_id="evaluating"))
+    table = pd.read_csv(out / "eval" / "report" / "per_case.csv")
     expected = {("kits19", "kidney_left"), ("kits19", "kidney_right"), ("msd_liver", "liver"), ("msd_spleen", "spleen")}
     assert set(zip(table["dataset"], table["class"])) == expected
     assert table["dsc"].between(0, 1).all()
-    assert (out / "eval" / "report_test" / "summary.md").is_file()
+    assert (out / "eval" / "report" / "summary.md").is_file()
 
-    # 5) evaluate on the fully labeled unseen set of another site: every class counts
-    run_bundle(BUNDLE, EVAL, {**common, "dataset_dir": data["unseen_dir"], "datalist": data["unseen"],
-                              "infer_split": "training", "eval_name": "btcv_unseen"}, run_id="evaluating")
-    table = pd.read_csv(out / "eval" / "report_btcv_unseen" / "per_case.csv")
+    # 5) the fully labeled unseen set of another site: every class counts
+    unseen = {**common, "dataset_dir": data["unseen_dir"], "datalist": data["unseen"], "infer_split": "training",
+              "output_dir": out / "eval_unseen"}
+    run_in_process(BundleRun(bundle_dir(BUNDLE), EVAL, unseen, run_id="evaluating"))
+    table = pd.read_csv(out / "eval_unseen" / "report" / "per_case.csv")
     assert sorted(set(table["class"])) == sorted(["kidney_left", "kidney_right", "liver", "pancreas", "spleen"])
     assert len(set(table["case"])) == 2
 
+    # 6) the written label map is the argmax of the checkpoint's network on the same input
+    #    (a 1 mm RAS case at the network's own spacing: preprocessing is intensity only)
+    case = next(c for c in test_cases if c["dataset"] == "msd_spleen")
+    exact = {**common, "spacing": [1.0, 1.0, 1.0], "amp": False, "output_dir": out / "eval_exact"}
+    run_in_process(BundleRun(bundle_dir(BUNDLE), INFER, exact, run_id="inference"))
+    assert_prediction_equals_direct_forward(BUNDLE, INFER, exact, case, to_labels=lambda x: x[0].argmax(0))
 
-def test_verify_metadata_and_net_in_out():
+    # 7) weights of another network stop inference before anything is written
+    assert_foreign_checkpoint_fails(BUNDLE, INFER, common, tmp_path)
+
+
+def test_train_and_inference_configs_agree():
+    assert_train_and_inference_agree(BUNDLE, training_only=["aux_heads."])
+    assert_train_and_inference_agree(BUNDLE, ["train.json", "cpu.json"], ["inference.json", "cpu.json"],
+                                     training_only=["aux_heads."])
+
+
+def test_verify_metadata_and_net_in_out_with_inference_json_alone():
     root = bundle_dir(BUNDLE)
     proc = monai_bundle("verify_metadata", "--meta_file", root / "configs" / "metadata.json", "--filepath", META_SCHEMA)
     assert "metadata is verified with no error" in proc.stdout + proc.stderr
     proc = monai_bundle(
         "verify_net_in_out", "network_def", "--meta_file", root / "configs" / "metadata.json",
-        "--config_file", config_files_arg(BUNDLE, ["train.json", "inference.json"]),
+        "--config_file", root / "configs" / "inference.json",
     )
     assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
 

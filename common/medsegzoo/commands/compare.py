@@ -111,7 +111,7 @@ def evaluate_folder(name: str, pred_dir: Path, args: argparse.Namespace, metrics
         raise DataValidationError(f"algorithm {name!r}: {pred_dir} is a prediction folder; --gt and --labels are needed to score it")
     from medsegzoo.commands.evaluate import engine_options
     from medsegzoo.evaluation.conventions import tolerance_notes
-    from medsegzoo.evaluation.engine import evaluate_cases
+    from medsegzoo.evaluation.cases import evaluate_cases
 
     print(f"scoring {name}: {pred_dir}", file=sys.stderr)
     result = evaluate_cases(

@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def engine_options(args: argparse.Namespace, metrics: list[str]) -> dict[str, Any]:
-    """Keyword arguments of :func:`~medsegzoo.evaluation.engine.evaluate_cases` shared by the
+    """Keyword arguments of :func:`~medsegzoo.evaluation.cases.evaluate_cases` shared by the
     ``evaluate`` and ``compare`` commands (same flags, same meaning)."""
     return {
         "gt_labels": args.gt_labels,
@@ -100,7 +100,7 @@ def tolerance_fields(settings: Any) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report and print the per-class means; returns the exit code."""
     from medsegzoo.evaluation.conventions import tolerance_notes
-    from medsegzoo.evaluation.engine import evaluate_cases
+    from medsegzoo.evaluation.cases import evaluate_cases
     from medsegzoo.evaluation.reports import report_folder, write_report
     from medsegzoo.utils import atomic_write_json
 

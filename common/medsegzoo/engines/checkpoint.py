@@ -41,10 +41,15 @@ from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from medsegzoo.errors import MedSegZooError
+from medsegzoo.networks.weights import load_weights
+from medsegzoo.utils.atomic import atomic_path
 
 __all__ = [
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
+    "InferenceWeights",
+    "SaveInferenceWeights",
+    "StrictCheckpointLoader",
     "ResumeFromLatestCheckpoint",
     "find_latest_checkpoint",
 ]
@@ -217,3 +222,98 @@ class ResumeFromLatestCheckpoint:
             ) from err
         self.loaded_path = path
         self.logger.info("resumed from %s at iteration %d (epoch %d)", path, engine.state.iteration, engine.state.epoch)
+
+
+class StrictCheckpointLoader:
+    """Load inference weights into a network when an engine starts; any mismatch is an error.
+
+    MONAI's ``CheckpointLoader(strict=False)`` keeps the random value of every tensor it cannot
+    match. This handler loads through :func:`medsegzoo.networks.weights.load_weights`: a missing,
+    unexpected or differently shaped tensor stops the run with the file and every key named.
+
+    Args:
+        load_path: checkpoint file (a state dict, or a dict holding it under ``network`` /
+            ``model`` / ``state_dict``).
+        network: the network to load into.
+        map_location: where tensors are loaded.
+    """
+
+    def __init__(self, load_path: str | os.PathLike, network: torch.nn.Module, map_location: Any = "cpu") -> None:
+        self.load_path = str(load_path)
+        self.network = network
+        self.map_location = map_location
+
+    def attach(self, engine: Engine) -> None:
+        """Load when ``engine`` starts."""
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        load_weights(
+            self.network, self.load_path, map_location=self.map_location,
+            hint="Inference weights must come from this bundle's network (train it, or convert published "
+            "weights with `medsegzoo import-weights BUNDLE_DIR CHECKPOINT`).",
+        )
+        logger.info("loaded %s", self.load_path)
+
+
+class InferenceWeights:
+    """The state dict of a training network without its training-only parts, for a checkpoint saver.
+
+    TCT trains auxiliary heads that inference never runs; the inference network
+    (``aux_heads: false``) has no such keys. Saving ``InferenceWeights(network, ["aux_heads."])``
+    instead of the network writes exactly the inference network's state dict, so the weights
+    file loads strictly into ``inference.json``'s ``network_def`` and nothing is ignored at load
+    time. The tensors are read when the saver writes, so the values are always current.
+
+    Args:
+        network: the training network.
+        exclude: key prefixes of the training-only parts.
+    """
+
+    def __init__(self, network: torch.nn.Module, exclude: list[str] | tuple[str, ...] = ()) -> None:
+        self.network = network
+        self.exclude = tuple(exclude)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The network's state dict minus the excluded prefixes."""
+        return {k: v for k, v in self.network.state_dict().items() if not k.startswith(self.exclude)}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load inference weights back (training-only parts keep their values)."""
+        own = self.network.state_dict()
+        missing = [k for k in own if k not in state and not k.startswith(self.exclude)]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            raise MedSegZooError(f"inference weights do not fit the network: missing {missing[:10]}, unexpected {unexpected[:10]}")
+        self.network.load_state_dict(dict(state), strict=False)
+
+
+class SaveInferenceWeights:
+    """Write the final inference weights (``models/model.pt``) when training completes.
+
+    Every bundle deploys the network as it is at the end of training (nnU-Net's final
+    checkpoint; TCSeg's honest "last"; TCT has no validation split), whether or not a
+    validation split also selects a ``model_best.pt``. Only a run that completes writes the
+    file, atomically, so a crashed run never leaves weights that look final.
+
+    Args:
+        save_path: file to write.
+        network: the trained network.
+        exclude: key prefixes of training-only parts (see :class:`InferenceWeights`).
+    """
+
+    def __init__(self, save_path: str | os.PathLike, network: torch.nn.Module, exclude: list[str] | tuple[str, ...] = ()) -> None:
+        self.save_path = Path(save_path)
+        self.weights = InferenceWeights(network, exclude)
+
+    def attach(self, engine: Engine) -> None:
+        """Write when ``engine`` completes."""
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return  # one writer under torchrun
+        state = {k: v.detach().cpu() for k, v in self.weights.state_dict().items()}
+        with atomic_path(self.save_path) as tmp:
+            torch.save(state, tmp)
+        logger.info("inference weights written to %s", self.save_path)

@@ -137,7 +137,7 @@ def score_partial_label_predictions(
 ) -> pd.DataFrame:
     """Score written label maps against the datalist's ground truth, labeled classes only.
 
-    The evaluation engine (:mod:`medsegzoo.evaluation.engine`) converts each case's ground
+    The evaluation engine (:mod:`medsegzoo.evaluation.cases`) converts each case's ground
     truth to ``system`` (e.g. KiTS19's kidney is split into left/right by connected
     components), checks grids and label values, and scores only the classes the case is
     labeled for: a kidney-only case says nothing about the liver the model also segments. Fully
@@ -162,7 +162,7 @@ def score_partial_label_predictions(
             or grids that differ.
     """
     from medsegzoo.evaluation.conventions import get_convention
-    from medsegzoo.evaluation.engine import (
+    from medsegzoo.evaluation.cases import (
         CaseSource,
         EvaluationSettings,
         cases_from_datalist,

@@ -326,7 +326,7 @@ def evaluate_predictions(
 ) -> dict[str, Any]:
     """Score written label maps against the datalist(s) and write the report.
 
-    The case engine (:mod:`medsegzoo.evaluation.engine`) pairs ``<case_id>.nii.gz`` label maps
+    The case engine (:mod:`medsegzoo.evaluation.cases`) pairs ``<case_id>.nii.gz`` label maps
     with the ground truth, converts each case's native labels to ``label_system`` and scores
     the classes that case's data set labels (partial labels). Rows of classes the model does
     not output (``classes``) are dropped. Every lesion class with rows also gets patient-level
@@ -354,7 +354,7 @@ def evaluate_predictions(
             grids (the engine names the file).
     """
     from medsegzoo.evaluation.conventions import get_convention, get_tolerances
-    from medsegzoo.evaluation.engine import (
+    from medsegzoo.evaluation.cases import (
         EvaluationSettings,
         cases_from_datalist,
         discover_cases,

@@ -3,7 +3,7 @@
 * metrics (DSC, NSD, HD95, ASSD) per class and case: :mod:`medsegzoo.evaluation.metrics`,
   the surfel machinery behind them: :mod:`medsegzoo.evaluation.surface`, empty-mask
   conventions and NSD tolerance presets: :mod:`medsegzoo.evaluation.conventions`;
-* folders / datalists of cases to the tidy per-case table: :mod:`medsegzoo.evaluation.engine`;
+* folders / datalists of cases to the tidy per-case table: :mod:`medsegzoo.evaluation.cases`;
 * the MONAI metric and ignite handler face: :mod:`medsegzoo.evaluation.monai_metric`;
 * statistics, protocols (A-Eval, Touchstone, multi-run, detection), reports and plots:
   :mod:`~medsegzoo.evaluation.stats`, :mod:`~medsegzoo.evaluation.protocols`,
@@ -21,7 +21,7 @@ from medsegzoo.utils.lazy import lazy_exports
 _METRICS = "medsegzoo.evaluation.metrics"
 _SURFACE = "medsegzoo.evaluation.surface"
 _CONVENTIONS = "medsegzoo.evaluation.conventions"
-_ENGINE = "medsegzoo.evaluation.engine"
+_CASES = "medsegzoo.evaluation.cases"
 _MONAI = "medsegzoo.evaluation.monai_metric"
 _STATS = "medsegzoo.evaluation.stats"
 _REPORTS = "medsegzoo.evaluation.reports"
@@ -46,11 +46,11 @@ _EXPORTS: dict[str, str] = {
     "get_convention": _CONVENTIONS,
     "get_tolerances": _CONVENTIONS,
     # case engine
-    "CasePair": _ENGINE,
-    "EvaluationResult": _ENGINE,
-    "evaluate_cases": _ENGINE,
-    "evaluate_pairs": _ENGINE,
-    "pair_cases": _ENGINE,
+    "CasePair": _CASES,
+    "EvaluationResult": _CASES,
+    "evaluate_cases": _CASES,
+    "evaluate_pairs": _CASES,
+    "pair_cases": _CASES,
     # MONAI / ignite face
     "SegmentationMetrics": _MONAI,
     "SegmentationMetricsHandler": _MONAI,

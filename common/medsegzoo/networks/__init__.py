@@ -21,6 +21,10 @@ _EXPORTS: dict[str, str] = {
     "STUNet": "medsegzoo.networks.stunet",
     "load_stunet_checkpoint": "medsegzoo.networks.stunet",
     "stunet_parameter_count": "medsegzoo.networks.stunet",
+    "StateDictMismatchError": "medsegzoo.networks.weights",
+    "load_weights": "medsegzoo.networks.weights",
+    "read_state_dict": "medsegzoo.networks.weights",
+    "with_weights": "medsegzoo.networks.weights",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from medsegzoo.errors import MedSegZooError, UnknownNameError
+from medsegzoo.errors import UnknownNameError
+from medsegzoo.networks.weights import StateDictMismatchError, load_weights
 
 __all__ = [
     "STUNET_SIZES",
@@ -55,10 +56,6 @@ STUNET_SIZES: dict[str, STUNetSize] = {
     "L": STUNetSize((64, 128, 256, 512, 1024, 1024), 2, 440.30),
     "H": STUNetSize((96, 192, 384, 768, 1536, 1536), 3, 1457.33),
 }
-
-
-class StateDictMismatchError(MedSegZooError, RuntimeError):
-    """A checkpoint whose keys or shapes do not fit the network."""
 
 
 def _triple(value: int | Sequence[int]) -> tuple[int, int, int]:
@@ -233,55 +230,18 @@ def load_stunet_checkpoint(
     only_matching_shapes: bool = False,
     map_location: str | torch.device = "cpu",
 ) -> dict[str, list[str]]:
-    """Load a published STU-Net (nnU-Net) checkpoint, or its ``state_dict``, into ``network``.
+    """Load a published STU-Net (nnU-Net v1 ``.model``) checkpoint, or a state dict, into ``network``.
 
-    nnU-Net checkpoints hold the weights under ``"state_dict"``; plain state dicts work too, and a
-    ``module.`` prefix from DataParallel is removed.
-
-    Args:
-        network: the network to load into.
-        checkpoint: path of a ``.model``/``.pth`` file or a state dict.
-        only_matching_shapes: fine-tuning to another label set: load every tensor whose name and
-            shape match and keep the network's own initialisation for the rest (typically the
-            ``seg_outputs`` heads). When False, any missing, unexpected or mismatched key is an error.
-        map_location: where tensors are loaded.
+    :func:`medsegzoo.networks.weights.load_weights` with the fine-tuning hint: nnU-Net keeps the
+    weights under ``"state_dict"``, plain state dicts work too, a ``module.`` prefix is removed.
 
     Returns:
         ``{"loaded": [...], "skipped_shape": [...], "missing": [...], "unexpected": [...]}``.
 
     Raises:
-        StateDictMismatchError: strict loading found mismatches; the message lists each key with
-            both shapes.
+        StateDictMismatchError: strict loading found mismatches (each key listed with both shapes).
     """
-    source = checkpoint
-    if not isinstance(checkpoint, Mapping):
-        source = torch.load(checkpoint, map_location=map_location, weights_only=False)
-    for wrapper in ("state_dict", "network_weights", "model"):
-        if isinstance(source, Mapping) and wrapper in source and isinstance(source[wrapper], Mapping):
-            source = source[wrapper]
-            break
-    weights = {k.removeprefix("module."): v for k, v in source.items()}
-    own = network.state_dict()
-    report: dict[str, list[str]] = {"loaded": [], "skipped_shape": [], "missing": [], "unexpected": []}
-    to_load = {}
-    for name, tensor in weights.items():
-        if name not in own:
-            report["unexpected"].append(name)
-        elif tuple(own[name].shape) != tuple(tensor.shape):
-            report["skipped_shape"].append(f"{name}: checkpoint {tuple(tensor.shape)} vs network {tuple(own[name].shape)}")
-        else:
-            to_load[name] = tensor
-            report["loaded"].append(name)
-    report["missing"] = [n for n in own if n not in weights]
-    problems = report["skipped_shape"] + [f"{n}: missing in checkpoint" for n in report["missing"]] + [
-        f"{n}: not in network" for n in report["unexpected"]
-    ]
-    if problems and not only_matching_shapes:
-        where = checkpoint if isinstance(checkpoint, str) else "the given state dict"
-        listing = "\n  ".join(problems[:50]) + ("\n  ..." if len(problems) > 50 else "")
-        raise StateDictMismatchError(
-            f"{len(problems)} key(s) of {where} do not fit the network:\n  {listing}\n"
-            "To fine-tune to another label set, load with only_matching_shapes=True."
-        )
-    network.load_state_dict(to_load, strict=False)
-    return report
+    return load_weights(
+        network, checkpoint, only_matching_shapes=only_matching_shapes, map_location=map_location,
+        hint="To fine-tune to another label set, load with only_matching_shapes=True.",
+    )

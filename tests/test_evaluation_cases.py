@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from medsegzoo.data.io import save_volume
 from medsegzoo.errors import DataValidationError, LayoutError, UnknownNameError
-from medsegzoo.evaluation.engine import discover_cases, evaluate_cases
+from medsegzoo.evaluation.cases import discover_cases, evaluate_cases
 from medsegzoo.evaluation.metrics import compute_case_metrics
 from medsegzoo.taxonomy import get_label_system
 
@@ -228,7 +228,7 @@ def test_settings_are_checked_before_any_file_is_read(maps):
 
 
 def test_scored_classes_follow_the_ground_truth_labels():
-    from medsegzoo.evaluation.engine import CaseSource, _scored_classes
+    from medsegzoo.evaluation.cases import CaseSource, _scored_classes
 
     # KiTS19 labels one merged "kidney": both sides of a left/right system count as labeled
     kits = CaseSource("k", label="k.nii.gz", label_system="kits19", labeled=("kidney", "kidney_tumor"))
