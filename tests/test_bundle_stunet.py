@@ -19,12 +19,24 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from bundle_utils import assert_bf16_steps_match_fp32, MEDSEGZOO, run_command
+from bundle_checks import (
+    _chain,
+    assert_foreign_checkpoint_fails,
+    assert_prediction_equals_direct_forward,
+    assert_train_and_inference_agree,
+)
+from bundle_utils import MEDSEGZOO, assert_bf16_steps_match_fp32, run_command
+
+from medsegzoo.bundle_runs import BundleRun, run_in_process
+from medsegzoo.data.datalist import load_split
+from medsegzoo.data.predictions import prediction_path
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "stunet_cross_dataset_evaluation"
 CONFIGS = BUNDLE / "configs"
 SMOKE = [str(CONFIGS / "train.json"), str(CONFIGS / "smoke.json")]
+INFER = [str(CONFIGS / "inference.json"), str(CONFIGS / "smoke.json")]
+EVAL = [str(CONFIGS / "inference.json"), str(CONFIGS / "evaluate.json"), str(CONFIGS / "smoke.json")]
 
 pytestmark = pytest.mark.slow
 
@@ -65,14 +77,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     plan_before = (root / "models" / "fingerprint.json").read_text()
     proc = bundle("run training", SMOKE, tmp, *args)
     assert (root / "models" / "fingerprint.json").read_text() == plan_before  # training reuses the plan
-    return {"tmp": tmp, "data": data, "datalist": datalist, "root": root, "args": args,
+    overrides = {"dataset_dir": data, "datalist": datalist, "bundle_root": root}
+    return {"tmp": tmp, "data": data, "datalist": datalist, "root": root, "args": args, "overrides": overrides,
             "spleen": spleen, "spleen_datalist": spleen_list, "log": proc.stdout + proc.stderr}
 
 
 def test_training_writes_checkpoints_and_plan(trained: dict[str, Path]) -> None:
     models = trained["root"] / "models"
-    final = torch.load(models / "model.pt", map_location="cpu", weights_only=False)
+    final = torch.load(models / "checkpoint_final.pt", map_location="cpu", weights_only=False)
     assert set(final) >= {"network", "optimizer", "lr_scheduler", "trainer"}
+    weights = torch.load(models / "model.pt", map_location="cpu", weights_only=True)  # inference weights
+    assert set(weights) == set(final["network"])
+    assert all(torch.equal(weights[k], final["network"][k]) for k in weights)
     # smoke: 2 epochs x 2 iterations (ignite stores iteration and epoch_length, not the epoch)
     assert final["trainer"]["iteration"] == 4 and final["trainer"]["epoch_length"] == 2
     # poly decay per epoch: lr = 0.01 * (1 - 2/2)^0.9 after the second epoch, 0.01 * 0.5^0.9 after the first
@@ -90,35 +106,33 @@ def test_training_writes_checkpoints_and_plan(trained: dict[str, Path]) -> None:
     assert plan["median_spacing"] == pytest.approx(np.median(spacings, axis=0).tolist())
     assert plan["plan"]["spacing"] == pytest.approx(plan["median_spacing"])
     assert plan["percentile_00_5"] < plan["mean"] < plan["percentile_99_5"]
-    assert (models / "model_best.pt").is_file()
+    assert not (models / "model_best.pt").exists()  # no validation split: no model selection
 
 
 def _predictions(folder: Path) -> dict[str, np.ndarray]:
-    return {p.name: np.asarray(nib.load(p).dataobj) for p in sorted(folder.rglob("*_seg.nii.gz"))}
+    return {p.name: np.asarray(nib.load(p).dataobj) for p in sorted(folder.glob("*.nii.gz"))}
 
 
 def test_inference_with_and_without_mirroring_then_evaluate(trained: dict[str, Path]) -> None:
-    infer = [*SMOKE, str(CONFIGS / "inference.json")]
     tests = json.loads(trained["datalist"].read_text())["test"]
     outs = {}
-    for mirror in ("True", "False"):
+    for mirror in (True, False):
         out = trained["tmp"] / f"pred_{mirror}"
-        bundle("run inference", infer, trained["tmp"], *trained["args"], "--use_mirroring", mirror,
-               "--prediction_dir", str(out))
+        run_in_process(BundleRun(BUNDLE, INFER, {**trained["overrides"], "use_mirroring": mirror, "output_dir": out},
+                                 run_id="inference"))
         outs[mirror] = _predictions(out)
-    assert len(outs["True"]) == len(tests) == 2
+    assert len(outs[True]) == len(tests) == 2
     for case in tests:
         image = nib.load(trained["data"] / case["image"])
-        name = Path(case["image"]).name.replace(".nii.gz", "_seg.nii.gz")
-        pred = outs["True"][name]
+        pred = outs[True][prediction_path(".", case["case_id"]).name]
         assert pred.shape == image.shape  # written back in the original image space
         assert set(np.unique(pred)) <= set(range(9))  # aeval8 values
     # averaging the 8 mirrored predictions of a barely trained model changes some voxels
-    assert any((outs["True"][n] != outs["False"][n]).any() for n in outs["True"])
+    assert any((outs[True][n] != outs[False][n]).any() for n in outs[True])
 
     report = trained["tmp"] / "report"
-    bundle("run evaluating", [*SMOKE, str(CONFIGS / "evaluate.json")], trained["tmp"], *trained["args"],
-           "--prediction_dir", str(trained["tmp"] / "pred_True"), "--report_dir", str(report))
+    run_in_process(BundleRun(BUNDLE, EVAL, {**trained["overrides"], "output_dir": trained["tmp"] / "pred_True",
+                                            "report_dir": report}, run_id="evaluating"))
     table = pd.read_csv(report / "per_case.csv")
     assert set(table["case"]) == {c["case_id"] for c in tests}
     assert len(table) == 2 * 8  # every case x every aeval8 class; FLARE22 labels all eight
@@ -127,21 +141,15 @@ def test_inference_with_and_without_mirroring_then_evaluate(trained: dict[str, P
 
 
 def test_test_set_lacking_shared_classes(trained: dict[str, Path]) -> None:
-    # MSD Spleen labels only the spleen: the other seven shared classes are absent (NaN), not zero
-    args = ["--dataset_dir", str(trained["spleen"]), "--datalist", str(trained["spleen_datalist"]),
-            "--bundle_root", str(trained["root"])]
-    pred = trained["tmp"] / "pred_spleen"
-    bundle("run inference", [*SMOKE, str(CONFIGS / "inference.json")], trained["tmp"], *args,
-           "--infer_split", "training", "--use_mirroring", "False", "--prediction_dir", str(pred))
-    report = trained["tmp"] / "report_spleen"
-    bundle("run evaluating", [*SMOKE, str(CONFIGS / "evaluate.json")], trained["tmp"], *args,
-           "--eval_split", "training", "--prediction_dir", str(pred), "--report_dir", str(report))
+    report = trained["tmp"] / "pred_spleen" / "report"
+    spleen = {"dataset_dir": trained["spleen"], "datalist": trained["spleen_datalist"], "bundle_root": trained["root"],
+              "infer_split": "training", "use_mirroring": False, "output_dir": trained["tmp"] / "pred_spleen"}
+    run_in_process(BundleRun(BUNDLE, EVAL, spleen, run_id="evaluating"))
     table = pd.read_csv(report / "per_case.csv")
-    spleen = table[table["class"] == "spleen"]
-    others = table[table["class"] != "spleen"]
-    assert len(spleen) == 2 and spleen["dsc"].notna().all()
-    assert len(others) == 2 * 7 and others["dsc"].isna().all() and others["nsd"].isna().all()
-    assert not others["gt_present"].any()
+    # MSD Spleen labels only the spleen: only the spleen is scored (the other seven shared
+    # classes get no row, so they can never count as zero)
+    assert set(table["class"]) == {"spleen"}
+    assert len(table) == 2 and table["dsc"].notna().all()
 
 
 def test_resume_after_interruption(tmp_path: Path, trained: dict[str, Path]) -> None:
@@ -168,7 +176,7 @@ def test_resume_after_interruption(tmp_path: Path, trained: dict[str, Path]) -> 
     assert "resumed from" in log
     assert f"Epoch: {done_epochs}/4" not in log  # the finished epochs are not trained again
     assert f"Epoch: {done_epochs + 1}/4" in log
-    final = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=False)
+    final = torch.load(root / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=False)
     assert final["trainer"]["iteration"] == 8 and final["trainer"]["max_epochs"] == 4
     assert final["lr_scheduler"]["last_epoch"] == 4  # the scheduler continued, not restarted
     # the optimizer state was restored (momentum buffers exist for every parameter)
@@ -186,7 +194,7 @@ def test_verify_metadata_and_net_in_out() -> None:
     assert "metadata is verified with no error" in proc.stdout + proc.stderr
     # STU-Net needs 32 | size with 5 pools, and > 1 voxel at the bottleneck for InstanceNorm: n=2
     cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file",
-           str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "train.json"), "--n", "2", "--stunet_size", "S"]
+           str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"), "--n", "2", "--stunet_size", "S"]
     proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
@@ -197,11 +205,12 @@ def test_unknown_native_label_map_is_named(trained: dict[str, Path]) -> None:
     datalist["test"][1]["dataset"] = "my_private_set"
     bad = trained["data"] / "unknown.json"
     bad.write_text(json.dumps(datalist))
-    args = ["--dataset_dir", str(trained["data"]), "--datalist", str(bad), "--bundle_root", str(trained["root"])]
-    proc = bundle("run evaluating", [*SMOKE, str(CONFIGS / "evaluate.json")], trained["tmp"], *args,
-                  "--prediction_dir", str(trained["tmp"] / "pred_True"), check=False)
-    assert proc.returncode != 0
-    assert "my_private_set" in proc.stderr and datalist["test"][1]["case_id"] in proc.stderr
+    overrides = {**trained["overrides"], "datalist": bad, "output_dir": trained["tmp"] / "pred_True",
+                 "report_dir": trained["tmp"] / "report_unknown"}
+    with pytest.raises(Exception) as err:
+        run_in_process(BundleRun(BUNDLE, EVAL, overrides, run_id="evaluating"))
+    message = "".join(str(e) for e in _chain(err.value))
+    assert "my_private_set" in message and datalist["test"][1]["case_id"] in message
 
 
 def test_pretrained_checkpoint_with_other_classes(trained: dict[str, Path], tmp_path: Path) -> None:
@@ -240,7 +249,7 @@ def test_two_gloo_processes_train_identical_clipped_weights(tmp_path: Path) -> N
            "--dataset_dir", str(data), "--datalist", str(datalist), "--bundle_root", str(root), "--val_interval", "1"]
     run_command(cmd, cwd=BUNDLE, env={"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}, timeout=900)
     ranks = [torch.load(root / "models" / f"rank{r}.pt", map_location="cpu", weights_only=True) for r in (0, 1)]
-    final = torch.load(root / "models" / "model.pt", map_location="cpu", weights_only=False)
+    final = torch.load(root / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=False)
     assert final["trainer"]["iteration"] == 4  # smoke: 2 epochs x 2 iterations
     for key, value in final["network"].items():
         torch.testing.assert_close(ranks[0][key], ranks[1][key], rtol=0, atol=0, msg=key)
@@ -251,3 +260,18 @@ def test_bf16_training_steps_match_float32(trained: dict[str, Path], tmp_path: P
     """bf16 autocast on the CPU: STU-Net with deep supervision, Dice+CE in float32."""
     assert_bf16_steps_match_fp32(BUNDLE, SMOKE, {"dataset_dir": trained["data"], "datalist": trained["datalist"],
                                                      "bundle_root": tmp_path})
+
+
+def test_train_and_inference_agree_and_weights_load_strictly(trained: dict[str, Path], tmp_path: Path) -> None:
+    # the plan written by training is what inference reads (spacing, patch, intensity statistics)
+    keys = ("label_system", "class_names", "spacing", "patch_size", "intensity_preset", "intensity_stats",
+            "pool_kernel_sizes", "stunet_size")
+    assert_train_and_inference_agree(BUNDLE, SMOKE, INFER, keys=keys, overrides=trained["overrides"])
+    # the written label map is the argmax of the checkpoint's network: a 1 mm RAS case (site 0) at
+    # the network's own spacing, without mirroring, so preprocessing is intensity only
+    case = load_split(trained["datalist"], "test", base_dir=trained["data"])[0]
+    exact = {**trained["overrides"], "spacing": [1.0, 1.0, 1.0], "use_mirroring": False, "amp": False,
+             "output_dir": tmp_path / "exact"}
+    run_in_process(BundleRun(BUNDLE, INFER, exact, run_id="inference"))
+    assert_prediction_equals_direct_forward(BUNDLE, INFER, exact, case, to_labels=lambda x: x[0].argmax(0))
+    assert_foreign_checkpoint_fails(BUNDLE, INFER, trained["overrides"], tmp_path)

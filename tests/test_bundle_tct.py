@@ -90,7 +90,7 @@ def test_crash_resume_inference_evaluate(data, tmp_path):
     assert match and match.group(1) == "2", log[-3000:]
     assert "Engine run resuming from iteration" in log
     # 6 training cases, batch 2: 3 iterations per epoch, 2 epochs
-    final = _load(out / "models" / "checkpoint_final_iteration=6.pt")
+    final = _load(out / "models" / "checkpoint_final.pt")
     assert final["trainer"]["iteration"] == 6
     adam_steps = {int(s["step"]) for s in final["optimizer"]["state"].values()}
     assert adam_steps == {6}  # optimizer state carried over: 2 before the crash + 4 after

@@ -13,7 +13,7 @@ A-Eval (REFERENCE.md section 3) studies how data usage changes cross-dataset gen
 
 Every model is trained, and every test set predicted, by the bundle's own configs through
 ``monai.bundle.run`` (the same code path as the command line); predictions are scored in the
-shared system (``aeval8``/``aeval10``) by :func:`medsegzoo.engines.aeval_evaluation.evaluate_predictions`
+shared system (``aeval8``/``aeval10``) by :func:`medsegzoo.evaluation.scoring.score_predictions`
 and the per-case tables go to the A-Eval protocol of the evaluation engine
 (:func:`medsegzoo.evaluation.protocols.aeval.aeval_protocol`) and its report.
 
@@ -55,7 +55,8 @@ import numpy as np
 import pandas as pd
 
 from medsegzoo.data.datalist import load_split
-from medsegzoo.engines.aeval_evaluation import evaluate_predictions, prediction_path
+from medsegzoo.data.predictions import prediction_path
+from medsegzoo.evaluation.scoring import score_predictions
 from medsegzoo.errors import DataValidationError, MedSegZooError, UnknownNameError
 from medsegzoo.taxonomy import convert_label_map, get_label_system, labeled_classes, side_parts
 from medsegzoo.utils import atomic_path, atomic_write_json
@@ -249,9 +250,9 @@ class ProtocolRunner:
     def predict(self, model: str, data: DataSet, split: str, system: str, out: Path, **overrides: Any) -> Path:
         """Write the model's label maps (in ``system``) for one split of ``data`` into ``out``."""
         self._run(
-            "inference", self._configs("train.json", "inference.json"),
+            "inference", self._configs("inference.json"),
             bundle_root=self.model_dir(model), datalist=data.datalist, dataset_dir=data.dataset_dir,
-            label_system=system, infer_split=split, prediction_dir=out, use_mirroring=self.use_mirroring,
+            label_system=system, infer_split=split, output_dir=out, use_mirroring=self.use_mirroring,
             **overrides,
         )
         return out
@@ -262,11 +263,10 @@ class ProtocolRunner:
         for test in tests:
             pred_dir = self.model_dir(model) / "pred" / _slug(test.name)
             self.predict(model, test, self.test_split, system, pred_dir, **overrides)
-            table = evaluate_predictions(
-                test.datalist, pred_dir, system, dataset_dir=test.dataset_dir, split=self.test_split,
-                evaluation_system=self.evaluation_system,
-                report_dir=self.model_dir(model) / "eval" / _slug(test.name),
-                title=f"{model} on {test.name}",
+            table = score_predictions(
+                test.datalist, pred_dir, system, self.model_dir(model) / "eval" / _slug(test.name),
+                dataset_dir=test.dataset_dir, split=self.test_split, evaluation_system=self.evaluation_system,
+                metrics=("dsc", "nsd"), title=f"{model} on {test.name}",
             )
             frames.append(table.assign(train_set=model, test_set=test.name, test_modality=test.modality(self.test_split)))
         out = pd.concat(frames, ignore_index=True)
@@ -299,7 +299,7 @@ class ProtocolRunner:
         classes = list(get_label_system(system).classes)
         entries = []
         for case in base_cases if base_cases is not None else data.split(split):
-            pred_path = prediction_path(case["image"], out_dir, data.dataset_dir)
+            pred_path = prediction_path(out_dir, case["case_id"])
             if not pred_path.is_file():
                 raise DataValidationError(f"{pred_path}: pseudo-label was not written for {case['image']}")
             entry = {k: v for k, v in case.items() if k not in ("label", "masks")}
@@ -311,7 +311,7 @@ class ProtocolRunner:
                     np.rint(np.asarray(label_img.dataobj)).astype(np.int32), str(case["dataset"]), pred, system,
                     missing, affine=label_img.affine,
                 )
-                pred_path = pred_path.with_name(pred_path.name.replace("_seg.nii", "_filled.nii"))
+                pred_path = pred_path.with_name(pred_path.name.replace(".nii", "_filled.nii", 1))
                 with atomic_path(pred_path) as tmp:  # the temporary name keeps .nii.gz for nibabel
                     nib.save(nib.Nifti1Image(filled.astype(np.uint8), label_img.affine), str(tmp))
             entry.update(label=str(pred_path), dataset=system, labeled_classes=classes)

@@ -99,6 +99,18 @@ def score_predictions(
             truth[case_id] = source
     if not truth:
         raise DataValidationError(f"{', '.join(map(str, files))}: split {split!r} has no labeled case to score")
+    unknown_sets = []
+    for case_id, gt in truth.items():
+        try:
+            get_label_system(gt.label_system or system.name)
+        except UnknownNameError:
+            unknown_sets.append(f"case {case_id!r} ({gt.where}): data set {gt.label_system!r}")
+    if unknown_sets:
+        raise UnknownNameError(
+            f"{', '.join(map(str, files))}: the native label map of {len(unknown_sets)} case(s) is unknown to the "
+            "taxonomy, so its labels cannot be converted:\n  " + "\n  ".join(unknown_sets)
+            + "\nname a known data set in each entry's 'dataset' (medsegzoo datalist --list-layouts)"
+        )
     pairs, missing = [], []
     for case_id, gt in truth.items():
         pred_file = prediction_path(prediction_dir, case_id)

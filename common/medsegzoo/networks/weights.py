@@ -148,5 +148,9 @@ def with_weights(
         "network": "$medsegzoo.networks.with_weights(@network_def, @pretrained_checkpoint).to(@device)"
     """
     if checkpoint:
-        load_weights(network, checkpoint, only_matching_shapes=only_matching_shapes)
+        load_weights(
+            network, checkpoint, only_matching_shapes=only_matching_shapes,
+            hint="To fine-tune to another label set, load with only_matching_shapes=True "
+            "(bundle key pretrained_only_matching_shapes).",
+        )
     return network

@@ -5,7 +5,8 @@ preset          what it does (REFERENCE.md)
 ==============  =================================================================
 ``tct_ct``      HU clipped to [-1024, 1024], scaled to [0, 1] (TCT, section 1)
 ``universal_ct`` HU clipped to [-175, 250], scaled to [0, 1] (Universal Model, section 2)
-``mr_zscore``   per-image z-score over non-zero voxels, per channel (MR; STU-Net/TCSeg)
+``mr_zscore``   per-image z-score over non-zero voxels, per channel (MR; TCSeg)
+``zscore``      per-image z-score over all voxels, per channel (STU-Net/nnU-Net MR and CT+MR)
 ``nnunet_ct``   clip to the data set's foreground 0.5 / 99.5 percentiles, then z-score
                 with the data set's foreground mean and SD (STU-Net / nnU-Net CT, section 3)
 ==============  =================================================================
@@ -33,7 +34,7 @@ _CT_WINDOWS: dict[str, tuple[float, float]] = {
     "tct_ct": (-1024.0, 1024.0),
     "universal_ct": (-175.0, 250.0),
 }
-INTENSITY_PRESETS: tuple[str, ...] = ("tct_ct", "universal_ct", "mr_zscore", "nnunet_ct")
+INTENSITY_PRESETS: tuple[str, ...] = ("tct_ct", "universal_ct", "mr_zscore", "zscore", "nnunet_ct")
 
 # names the data set statistics may come under (planning.DatasetFingerprint uses the first)
 _STAT_ALIASES: dict[str, tuple[str, ...]] = {
@@ -88,10 +89,11 @@ def intensity_preset(
     if name in _CT_WINDOWS:
         low, high = _CT_WINDOWS[name]
         return _scale_range(keys, low, high, 0.0, 1.0)
-    if name == "mr_zscore":
+    if name in ("mr_zscore", "zscore"):
+        nonzero = name == "mr_zscore"
         if keys is None:
-            return NormalizeIntensity(nonzero=True, channel_wise=True)
-        return NormalizeIntensityd(keys=keys, nonzero=True, channel_wise=True)
+            return NormalizeIntensity(nonzero=nonzero, channel_wise=True)
+        return NormalizeIntensityd(keys=keys, nonzero=nonzero, channel_wise=True)
     if name == "nnunet_ct":
         lower, upper = _stat(stats, "lower"), _stat(stats, "upper")
         mean, std = _stat(stats, "mean"), _stat(stats, "std")
