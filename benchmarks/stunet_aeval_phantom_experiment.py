@@ -4,7 +4,7 @@ Each "data set" is a phantom collection written with ``medsegzoo phantoms --site
 public layout (different native label maps, spacings, fields of view, intensities, noise and
 orientations per site). Protocol 1 trains one STU-Net-S per site and tests it on every site's
 test split; protocol 4 trains one joint model on all sites. The driver
-(``medsegzoo.engines.aeval_driver``) writes both train x test matrices; this script prints them
+(``medsegzoo.drivers.aeval``) writes both train x test matrices; this script prints them
 side by side and copies the table and the DSC heatmap next to the bundle README.
 
     .venv/bin/python benchmarks/stunet_aeval_phantom_experiment.py --sites 4 [--epochs 40 --iterations 20]
@@ -137,7 +137,7 @@ def run(out: Path, args: argparse.Namespace) -> None:
               "--split", "0.5/0.0/0.5", "--seed", site])
         sets.append((name, root / "datalist.json", folder))
     names = [s[0] for s in sets]
-    common = [sys.executable, "-m", "medsegzoo.engines.aeval_driver", "--bundle", BUNDLE,
+    common = [sys.executable, "-m", "medsegzoo.drivers.aeval", "--bundle", BUNDLE,
               *[a for n, d, f in sets for a in ("--set", f"{n}={d}::{f}")],
               "--config", BUNDLE / "configs" / "smoke.json", "--no-mirroring",
               "--override", f"max_epochs={args.epochs}", "--override", f"iterations_per_epoch={args.iterations}",

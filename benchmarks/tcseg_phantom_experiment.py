@@ -2,7 +2,7 @@
 
 Writes a semi-supervised LA phantom set (h5 volumes as the LA release, 25 cases: 20 training
 of which 10 % keep their labels, 2 validation, 3 test) with the real ``medsegzoo`` CLI, then
-runs :func:`medsegzoo.engines.multirun.run_protocol` for TCSeg and for the supervised-only
+runs :func:`medsegzoo.drivers.multi_seed.run_protocol` for TCSeg and for the supervised-only
 baseline (same bundle, ``supervised_only=True``) with the same seeds, and prints the
 median/maximum table for the last and best checkpoints (best = highest validation Dice; the
 test split is never looked at during training)::
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medsegzoo.engines.multirun import TCSEG_METRICS, run_protocol
+from medsegzoo.drivers.multi_seed import TCSEG_METRICS, run_protocol
 from medsegzoo.evaluation.protocols.multirun import multirun_summary
 from medsegzoo.utils import atomic_write_text
 

@@ -117,14 +117,14 @@ def assert_foreign_checkpoint_fails(
     try:
         run_in_process(run)
     except (StateDictMismatchError, RuntimeError, BundleRunError) as err:
-        message = "".join(str(e) for e in _chain(err))
+        message = "".join(str(e) for e in exception_chain(err))
         assert "foreign.pt" in message and "missing in the checkpoint" in message and "unexpected" in message, message[-2000:]
     else:
         raise AssertionError("inference ran with a foreign checkpoint")
     assert not list(output.glob("*.nii.gz")), "predictions were written with foreign weights"
 
 
-def _chain(err: BaseException) -> list[BaseException]:
+def exception_chain(err: BaseException) -> list[BaseException]:
     out = []
     while err is not None and err not in out:
         out.append(err)

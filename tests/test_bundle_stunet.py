@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 from bundle_checks import (
-    _chain,
+    exception_chain,
     assert_foreign_checkpoint_fails,
     assert_prediction_equals_direct_forward,
     assert_train_and_inference_agree,
@@ -209,7 +209,7 @@ def test_unknown_native_label_map_is_named(trained: dict[str, Path]) -> None:
                  "report_dir": trained["tmp"] / "report_unknown"}
     with pytest.raises(Exception) as err:
         run_in_process(BundleRun(BUNDLE, EVAL, overrides, run_id="evaluating"))
-    message = "".join(str(e) for e in _chain(err.value))
+    message = "".join(str(e) for e in exception_chain(err.value))
     assert "my_private_set" in message and datalist["test"][1]["case_id"] in message
 
 

@@ -18,11 +18,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from bundle_utils import assert_bf16_steps_match_fp32, MEDSEGZOO, META_SCHEMA, bundle_dir, monai_bundle, run_bundle, run_command
+from bundle_checks import exception_chain, assert_foreign_checkpoint_fails, assert_train_and_inference_agree
+from bundle_utils import MEDSEGZOO, META_SCHEMA, assert_bf16_steps_match_fp32, bundle_dir, monai_bundle, run_bundle, run_command
+
+from medsegzoo.bundle_runs import BundleRun, run_in_process
+from medsegzoo.data.datalist import load_split
+from medsegzoo.data.predictions import prediction_path
 
 BUNDLE = "tcseg_semi_supervised_segmentation"
 ROOT = bundle_dir(BUNDLE)
 TRAIN = ["train.json", "configs/presets/la.json", "smoke.json"]
+INFER = ["inference.json", "configs/presets/la.json", "smoke.json"]
+EVAL = ["inference.json", "evaluate.json", "configs/presets/la.json", "smoke.json"]
 
 pytestmark = pytest.mark.slow
 
@@ -51,8 +58,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_training_writes_last_best_and_resumable_checkpoints(trained: dict[str, Path]) -> None:
     models = trained["run"] / "models"
-    last = torch.load(models / "model_last.pt", map_location="cpu", weights_only=True)
+    last = torch.load(models / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     assert {"network", "teacher", "optimizer", "lr_scheduler", "trainer"} <= set(last)
+    weights = torch.load(models / "model.pt", map_location="cpu", weights_only=True)  # the last student
+    assert weights.keys() == last["network"].keys()
+    assert all(torch.equal(weights[k], last["network"][k]) for k in weights)
     assert last["trainer"]["iteration"] == 4  # smoke: 4 iterations
     assert (models / "model_best.pt").is_file()  # the phantom datalist has a validation split
     # the EMA teacher differs from the student (it lags behind)
@@ -62,37 +72,44 @@ def test_training_writes_last_best_and_resumable_checkpoints(trained: dict[str, 
     assert "val_mean_dice" in trained["stdout"]
 
 
-def test_inference_and_evaluation(trained: dict[str, Path]) -> None:
+def test_inference_and_evaluation(trained: dict[str, Path], tmp_path: Path) -> None:
     common = {"dataset_dir": trained["data"], "datalist": trained["datalist"], "bundle_root": trained["run"]}
-    run_bundle(BUNDLE, [*TRAIN, "inference.json"], common, run_id="inference", env=ENV)
-    preds = sorted((trained["run"] / "eval" / "pred_last").rglob("*_seg.nii.gz"))
-    test_cases = json.loads(trained["datalist"].read_text())["test"]
-    assert len(preds) == len(test_cases) == 2
-    case = next(c for c in test_cases if Path(c["image"]).parent.name in str(preds[0]))
-    with h5py.File(trained["data"] / case["label"], "r") as handle:
+    run_in_process(BundleRun(ROOT, EVAL, common, run_id="evaluating"))  # inference.json + evaluate.json
+    test_cases = load_split(trained["datalist"], "test", trained["data"])
+    preds = [prediction_path(trained["run"] / "eval", c["case_id"]) for c in test_cases]
+    assert len(test_cases) == 2 and all(p.is_file() for p in preds)
+    with h5py.File(test_cases[0]["label"], "r") as handle:
         gt_shape = handle["label"].shape
     pred = nib.load(str(preds[0]))
     assert pred.shape == gt_shape  # inverted back to the original grid
     assert np.allclose(np.abs(np.diag(pred.affine)[:3]), 0.625)  # the datalist's LA spacing
     assert set(np.unique(np.asarray(pred.dataobj)).tolist()) <= {0, 1}
-    run_bundle(BUNDLE, [*TRAIN, "evaluate.json"], common, run_id="evaluating", env=ENV)
-    table = pd.read_csv(trained["run"] / "eval" / "report_last" / "per_case.csv")
+    table = pd.read_csv(trained["run"] / "eval" / "report" / "per_case.csv")
     assert len(table) == 2 and set(table["class"]) == {"left_atrium"}
     assert {"dsc", "hd95", "assd"} <= set(table.columns)
     assert table["dsc"].between(0, 1).all()
-    # best checkpoint too (a validation split exists)
-    run_bundle(BUNDLE, [*TRAIN, "inference.json"], {**common, "checkpoint": "best"}, run_id="inference", env=ENV)
-    assert len(list((trained["run"] / "eval" / "pred_best").rglob("*_seg.nii.gz"))) == 2
+    # the best checkpoint too (a validation split exists)
+    best = {**common, "model_file": trained["run"] / "models" / "model_best.pt", "output_dir": tmp_path / "best"}
+    run_in_process(BundleRun(ROOT, INFER, best, run_id="inference"))
+    assert len(list((tmp_path / "best").glob("*.nii.gz"))) == 2
+
+
+def test_train_and_inference_agree_and_weights_load_strictly(trained: dict[str, Path], tmp_path: Path) -> None:
+    keys = ("label_system", "class_names", "spacing", "patch_size", "intensity_preset", "sw_stride")
+    assert_train_and_inference_agree(BUNDLE, ["train.json", "configs/presets/la.json"], ["inference.json", "configs/presets/la.json"], keys=keys)
+    overrides = {"dataset_dir": trained["data"], "datalist": trained["datalist"], "bundle_root": trained["run"]}
+    assert_train_and_inference_agree(BUNDLE, TRAIN, INFER, keys=keys, overrides=overrides)
+    assert_foreign_checkpoint_fails(BUNDLE, INFER, overrides, tmp_path)
 
 
 def test_resume_continues_iteration_optimizer_and_scheduler(trained: dict[str, Path], tmp_path: Path) -> None:
     run_dir = tmp_path / "resumed"
     shutil.copytree(trained["run"] / "models", run_dir / "models")
-    before = torch.load(run_dir / "models" / "model_last.pt", map_location="cpu", weights_only=True)
+    before = torch.load(run_dir / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     proc = run_bundle(BUNDLE, TRAIN, {"dataset_dir": trained["data"], "datalist": trained["datalist"], "bundle_root": run_dir,
                                      "num_iterations": 6}, env=ENV)  # plain `run` (no run id) trains too
     assert "resumed from" in proc.stdout + proc.stderr
-    after = torch.load(run_dir / "models" / "model_last.pt", map_location="cpu", weights_only=True)
+    after = torch.load(run_dir / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     assert after["trainer"]["iteration"] == 6  # continued at 4, not restarted at 0
     assert after["lr_scheduler"]["last_epoch"] == before["lr_scheduler"]["last_epoch"] + 2
     momentum = next(iter(after["optimizer"]["state"].values()))["momentum_buffer"]
@@ -103,7 +120,7 @@ def test_verify_metadata_and_net_in_out() -> None:
     proc = monai_bundle("verify_metadata", "--meta_file", ROOT / "configs/metadata.json", "--filepath", META_SCHEMA, cwd=ROOT)
     assert "verified with no error" in proc.stdout + proc.stderr
     proc = monai_bundle("verify_net_in_out", "network_def", "--meta_file", ROOT / "configs/metadata.json",
-                        "--config_file", ROOT / "configs/train.json", cwd=ROOT)
+                        "--config_file", ROOT / "configs/inference.json", cwd=ROOT)
     assert "verified with no error" in proc.stdout + proc.stderr
 
 
@@ -123,9 +140,10 @@ def test_without_validation_split_only_last_exists(tmp_path: Path) -> None:
     proc = run_bundle(BUNDLE, TRAIN, common, run_id="training", env=ENV)
     assert "val_mean_dice" not in proc.stdout + proc.stderr
     models = tmp_path / "run" / "models"
-    assert (models / "model_last.pt").is_file() and not (models / "model_best.pt").exists()
-    proc = run_bundle(BUNDLE, [*TRAIN, "inference.json"], {**common, "checkpoint": "best"}, run_id="inference", check=False, env=ENV)
-    assert proc.returncode != 0 and "only when the datalist has a validation split" in proc.stdout + proc.stderr
+    assert (models / "model.pt").is_file() and not (models / "model_best.pt").exists()
+    with pytest.raises(Exception) as err:
+        run_in_process(BundleRun(ROOT, INFER, {**common, "model_file": models / "model_best.pt"}, run_id="inference"))
+    assert "only when the datalist has a validation split" in " ".join(str(e) for e in exception_chain(err.value))
 
 
 def test_bf16_training_steps_match_float32(trained: dict[str, Path], tmp_path: Path) -> None:

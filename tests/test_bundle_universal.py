@@ -12,17 +12,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from bundle_checks import assert_foreign_checkpoint_fails, assert_train_and_inference_agree
 from bundle_utils import assert_bf16_steps_match_fp32, META_SCHEMA, bundle_dir, make_phantom_datalist, monai_bundle, run_bundle
 
+from medsegzoo.bundle_runs import BundleRun, run_in_process
+from medsegzoo.data.datalist import load_split
+from medsegzoo.data.predictions import class_mask_path, prediction_path
 from medsegzoo.taxonomy import get_label_system
 
 pytestmark = pytest.mark.slow
 
 BUNDLE = "clip_universal_segmentation"
 SMOKE = ["train.json", "smoke.json"]
-EVALUATE = ["train.json", "inference.json", "evaluate.json", "smoke.json"]
+EVALUATE = ["inference.json", "evaluate.json", "smoke.json"]
+INFER = ["inference.json", "smoke.json"]
 EXTEND = ["train.json", "extend.json", "smoke.json"]
 NEW_CLASS = "liver_tumor"
 # the base model leaves one class out so that the extension test can add it
@@ -59,7 +65,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     ]}))
     first = run_bundle(BUNDLE, [*SMOKE, str(crash)], _overrides(root, datalists), run_id="training", check=False)
     assert first.returncode == 17, first.stdout[-3000:] + first.stderr[-3000:]
-    assert not (root / "models" / "model_final.pt").exists()
+    assert not (root / "models" / "checkpoint_final.pt").exists() and not (root / "models" / "model.pt").exists()
     second = run_bundle(BUNDLE, SMOKE, _overrides(root, datalists), run_id="training")
     return {"root": root, "datalists": datalists, "tmp": tmp, "first": first, "second": second}
 
@@ -68,30 +74,48 @@ def test_interrupted_training_resumes_from_last_checkpoint(trained: dict[str, ob
     root = Path(trained["root"])
     log = trained["second"].stdout + trained["second"].stderr
     assert f"at iteration {ITERATIONS_PER_EPOCH} (epoch 1)" in log
-    final = torch.load(root / "models" / "model_final.pt", map_location="cpu", weights_only=True)
+    final = torch.load(root / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     assert final["trainer"]["iteration"] == 2 * ITERATIONS_PER_EPOCH  # not restarted from 0
     assert final["lr_scheduler"]["last_epoch"] == 2
     assert final["optimizer"]["state"]  # AdamW moments were restored and kept updating
-    assert (root / "models" / "model.pt").is_file()
+    weights = _weights(root / "models" / "model.pt")  # inference weights: the final network
+    assert set(weights) == set(final["network"]) and all(torch.equal(weights[k], final["network"][k]) for k in weights)
     assert "groups.0.embeddings" in final["network"]  # the text embeddings travel with the weights
 
 
-def test_inference_and_evaluate_report_organs_and_tumor_detection(trained: dict[str, object]) -> None:
-    root = Path(trained["root"])
-    run_bundle(BUNDLE, EVALUATE, _overrides(root, trained["datalists"], output_mode="both"), run_id="evaluating")
-    preds = sorted(p.name for p in (root / "predictions").glob("*.nii.gz"))
-    assert len(preds) == 3 and all(not p.endswith("_seg.nii.gz") for p in preds)
-    masks = sorted((root / "predictions" / "masks").glob("*_masks.nii.gz"))
-    assert len(masks) == 3
+def test_inference_and_evaluate_report_organs_and_tumor_detection(trained: dict[str, object], tmp_path: Path) -> None:
     import nibabel as nib
 
-    assert nib.load(masks[0]).shape[-1] == len(BASE_CLASSES)  # one channel per class
+    root = Path(trained["root"])
+    run_in_process(BundleRun(bundle_dir(BUNDLE), EVALUATE, _overrides(root, trained["datalists"], save_class_masks=True),
+                             run_id="evaluating"))
+    cases = [c for d in trained["datalists"] for c in load_split(d, "test")]
+    assert len(cases) == 3
+    for case in cases:
+        pred = nib.load(str(prediction_path(root / "eval", case["case_id"])))
+        assert pred.shape == nib.load(case["image"]).shape  # back on the input grid
+        liver = class_mask_path(root / "eval", case["case_id"], "liver")
+        value = get_label_system("universal32").classes.index("liver") + 1
+        assert np.array_equal(np.asarray(nib.load(str(liver)).dataobj), (np.asarray(pred.dataobj) == value).astype(np.uint8))
     report = root / "eval" / "report"
     table = (report / "per_case.csv").read_text()
     assert "kidney_tumor" in table and "spleen" in table and "nsd" in table.splitlines()[0]
     summary = json.loads((report / "summary.json").read_text())
     assert "kidney_tumor" in json.dumps(summary)
     assert "sensitivity" in (report / "summary.md").read_text()
+    # predict_classes: only the listed heads are run and written
+    only = _overrides(root, trained["datalists"], predict_classes=["spleen", "liver"], output_dir=tmp_path / "two")
+    run_in_process(BundleRun(bundle_dir(BUNDLE), INFER, only, run_id="inference"))
+    values = set(np.unique(np.asarray(nib.load(str(prediction_path(tmp_path / "two", cases[0]["case_id"]))).dataobj)).tolist())
+    assert values <= {0, 1, get_label_system("universal32").classes.index("liver") + 1}
+
+
+def test_train_and_inference_agree_and_weights_load_strictly(trained: dict[str, object], tmp_path: Path) -> None:
+    root = Path(trained["root"])
+    overrides = _overrides(root, trained["datalists"])
+    keys = ("label_system", "class_names", "spacing", "patch_size", "intensity_preset", "text_embedding_file", "backbone")
+    assert_train_and_inference_agree(BUNDLE, SMOKE, INFER, keys=keys, overrides=overrides)
+    assert_foreign_checkpoint_fails(BUNDLE, INFER, overrides, tmp_path)
 
 
 def test_extension_trains_only_the_new_class_and_keeps_old_outputs(trained: dict[str, object]) -> None:
@@ -135,7 +159,7 @@ def test_verify_metadata_and_net_in_out(tmp_path: Path) -> None:
     root = bundle_dir(BUNDLE)
     out = monai_bundle("verify_metadata", "--meta_file", root / "configs" / "metadata.json", "--filepath", META_SCHEMA)
     assert "verified with no error" in out.stdout + out.stderr
-    configs = "['" + "','".join(str(root / "configs" / n) for n in SMOKE) + "']"
+    configs = "['" + "','".join(str(root / "configs" / n) for n in INFER) + "']"
     out = monai_bundle(
         "verify_net_in_out", "network_def", "--meta_file", root / "configs" / "metadata.json",
         "--config_file", configs, "--bundle_root", tmp_path, "--n", "2",

@@ -8,18 +8,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.data import MetaTensor
 from monai.engines import SupervisedTrainer
-from monai.transforms import SaveImaged
 
-from medsegzoo.engines.partial_label import (
-    check_partial_label_datalist,
-    prediction_path,
-    score_partial_label_predictions,
-)
+from medsegzoo.data.predictions import prediction_path
+from medsegzoo.engines.partial_label import check_partial_label_datalist
 from medsegzoo.engines.steps import PartialLabelStep
 from medsegzoo.errors import DataValidationError
-from medsegzoo.inference.class_masks import SaveClassMasksd
+from medsegzoo.evaluation.scoring import score_predictions
 
 AFFINE = np.diag([1.0, 1.0, 3.0, 1.0])
 
@@ -134,28 +129,7 @@ def test_partial_label_step_needs_the_mask():
         trainer.run()
 
 
-def _meta_label(path, array):
-    return MetaTensor(torch.as_tensor(array)[None], affine=torch.as_tensor(AFFINE), meta={"filename_or_obj": str(path)})
-
-
-def test_prediction_path_and_class_masks_follow_monai_naming(tmp_path):
-    image = tmp_path / "data" / "kits" / "case_1" / "imaging.nii.gz"
-    pred = _meta_label(image, _kidneys())
-    SaveImaged("pred", output_dir=str(tmp_path / "out"), output_postfix="seg", separate_folder=False,
-               data_root_dir=str(tmp_path / "data"), resample=False, print_log=False)({"pred": pred})
-    expected = prediction_path(image, tmp_path / "out", tmp_path / "data")
-    assert expected == tmp_path / "out" / "kits" / "case_1" / "imaging_seg.nii.gz" and expected.is_file()
-    SaveClassMasksd("pred", ["kidney", "tumor"], str(tmp_path / "out"), data_root_dir=str(tmp_path / "data"))({"pred": pred})
-    kidney = nib.load(str(tmp_path / "out" / "kits" / "case_1" / "imaging_seg_kidney.nii.gz"))
-    tumor = np.asarray(nib.load(str(tmp_path / "out" / "kits" / "case_1" / "imaging_seg_tumor.nii.gz")).dataobj)
-    assert np.array_equal(np.asarray(kidney.dataobj), (_kidneys() == 1).astype(np.uint8))
-    assert tumor.sum() == 1 and kidney.get_data_dtype() == np.uint8
-    # disabled: nothing written
-    SaveClassMasksd("pred", ["x"], str(tmp_path / "none"), enabled=False)({"pred": pred})
-    assert not (tmp_path / "none").exists()
-
-
-def test_score_counts_only_labeled_classes(tmp_path):
+def test_scoring_counts_only_labeled_classes_and_splits_kits_kidneys(tmp_path):
     cases = [_case(tmp_path, "k1", "kits19", ["kidney", "kidney_tumor"], _kidneys()),
              _case(tmp_path, "s1", "msd_spleen", ["spleen"], _spleen())]
     path = tmp_path / "datalist.json"
@@ -169,16 +143,17 @@ def test_score_counts_only_labeled_classes(tmp_path):
     spl = np.zeros((16, 12, 6), np.uint8)
     spl[9:14, 1:4, 1:3] = 5  # half the spleen
     for entry, array in zip(cases, (kid, spl)):
-        out = prediction_path(tmp_path / entry["image"], pred_dir, tmp_path)
+        out = prediction_path(pred_dir, entry["case_id"])
         out.parent.mkdir(parents=True, exist_ok=True)
         nib.save(nib.Nifti1Image(array, AFFINE), str(out))
-    table = score_partial_label_predictions(path, tmp_path, "test", pred_dir, "tct5", tmp_path / "report")
+    table = score_predictions(path, pred_dir, "tct5", tmp_path / "report", dataset_dir=tmp_path, metrics=("dsc", "hd95"))
     scored = {(r["case"], r["class"]): r["dsc"] for _, r in table.iterrows()}
     assert set(scored) == {("k1", "kidney_left"), ("k1", "kidney_right"), ("s1", "spleen")}
     assert scored[("k1", "kidney_left")] == pytest.approx(1.0)
     assert scored[("k1", "kidney_right")] == pytest.approx(1.0)
     assert scored[("s1", "spleen")] == pytest.approx(2 * 30 / (30 + 60))
     assert (tmp_path / "report" / "summary.md").is_file() and (tmp_path / "report" / "per_case.csv").is_file()
-    (pred_dir / "msd_spleen" / "s1_img_seg.nii.gz").unlink()
-    with pytest.raises(DataValidationError, match="s1_img_seg.nii.gz"):
-        score_partial_label_predictions(path, tmp_path, "test", pred_dir, "tct5", tmp_path / "report2")
+    prediction_path(pred_dir, "s1").unlink()
+    with pytest.raises(DataValidationError, match="s1.nii.gz"):
+        score_predictions(path, pred_dir, "tct5", tmp_path / "report2", dataset_dir=tmp_path)
+    assert not (tmp_path / "report2").exists()

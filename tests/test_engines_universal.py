@@ -9,7 +9,6 @@ import torch
 from monai.data import MetaTensor
 
 from medsegzoo.engines.universal import (
-    CaseFilenamed,
     MaskUnlabeledChannelsd,
     SelectChannelsd,
     dataset_balanced_weights,
@@ -75,12 +74,6 @@ def test_mask_unlabeled_channels_and_select() -> None:
     assert out["label"].flatten().tolist() == [5, 0] and out["m"].tolist() == [5, 0]
     with pytest.raises(DataValidationError, match="not in label system"):
         SelectChannelsd("label", "universal32", ["brain_tumor"])
-
-
-def test_case_filenames() -> None:
-    pred = MetaTensor(torch.zeros(1, 2, 2, 2), meta={"filename_or_obj": "/x/case_1/imaging.nii.gz"})
-    out = CaseFilenamed("pred")({"pred": pred, "case_id": "case_1"})
-    assert out["pred"].meta["filename_or_obj"] == "case_1.nii.gz"
 
 
 def test_extend_model_loads_base_and_freezes(tmp_path) -> None:

@@ -131,3 +131,20 @@ def test_class_subset_forward_equals_the_full_outputs_of_those_classes() -> None
         model(x, classes=[4, 1])
     with pytest.raises(MedSegZooError, match="increasing indices"):
         model(x, classes=[8])
+
+
+def test_predict_classes_restricts_the_default_output_without_changing_weights() -> None:
+    torch.manual_seed(0)
+    names = ["spleen", "liver", "liver_tumor", "kidney_left"]
+    model = UniversalModel(torch.randn(4, 12), backbone="unet", unet_base_channels=4, class_names=names).eval()
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        full = model(x)
+        model.set_predict_classes(["kidney_left", "spleen"])  # returned in the model's order
+        part = model(x)
+    torch.testing.assert_close(part, full[:, [0, 3]], rtol=1e-5, atol=1e-5)
+    restricted = UniversalModel(torch.randn(4, 12), backbone="unet", unet_base_channels=4, class_names=names,
+                                predict_classes=["liver"])
+    assert set(restricted.state_dict()) == set(model.state_dict())
+    with pytest.raises(MedSegZooError, match="not classes of the model"):
+        model.set_predict_classes(["pancreas"])

@@ -11,7 +11,7 @@ import pytest
 import torch
 from bundle_utils import bundle_dir, config_files_arg, make_phantom_datalist, run_command
 
-from medsegzoo.engines.partial_label import prediction_path
+from medsegzoo.data.predictions import prediction_path
 
 BUNDLE = "tct_partial_label_segmentation"  # the lightest network of the four
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -44,18 +44,20 @@ def test_two_gloo_processes_train_identical_weights_and_split_inference(tmp_path
     for key in ranks[0]:
         torch.testing.assert_close(ranks[0][key], ranks[1][key], rtol=0, atol=0, msg=key)
     # only rank 0 writes checkpoints; 4 training cases / 2 ranks / batch 2 = 1 iteration per epoch
-    final = torch.load(out / "models" / "checkpoint_final_iteration=2.pt", map_location="cpu", weights_only=True)
+    final = torch.load(out / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     assert final["trainer"]["iteration"] == 2
     for key, value in final["network"].items():  # saved unwrapped (no DDP "module." prefix)
         torch.testing.assert_close(value, ranks[0][key], rtol=0, atol=0, msg=key)
     assert {int(s["step"]) for s in final["optimizer"]["state"].values()} == {2}  # two synchronised steps
     assert sorted(p.name for p in (out / "models").glob("*.pt")) == [
-        "checkpoint_final_iteration=2.pt", "checkpoint_iteration=2.pt", "model.pt"]
+        "checkpoint_final.pt", "checkpoint_iteration=2.pt", "model.pt", "model_best.pt"]
+    weights = torch.load(out / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert set(weights) == {k for k in final["network"] if not k.startswith("aux_heads.")}  # unprefixed, no aux heads
 
     # distributed inference: each test case written once, by one of the two ranks
-    _torchrun("inference", ["train.json", "inference.json", "multi_gpu_inference.json", "smoke.json"], common, tmp_path)
-    written = sorted(p.name for p in (out / "eval" / "predictions").rglob("*.nii.gz"))
-    expected = sorted(prediction_path(dataset_dir / c["image"], out / "eval" / "predictions", dataset_dir).name
+    _torchrun("inference", ["inference.json", "multi_gpu_inference.json", "smoke.json"], common, tmp_path)
+    written = sorted(p.name for p in (out / "eval").glob("*.nii.gz"))
+    expected = sorted(prediction_path(out / "eval", c["case_id"]).name
                       for c in splits["test"])
     assert written == expected
 

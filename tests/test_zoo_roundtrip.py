@@ -21,7 +21,7 @@ import pytest
 import torch
 from bundle_utils import MEDSEGZOO, bundle_dir, make_phantom_datalist, run_bundle, run_command
 
-from medsegzoo.engines.partial_label import prediction_path
+from medsegzoo.data.predictions import prediction_path
 from medsegzoo.networks.tct_unet import TCTUNet
 from medsegzoo.zoo.pack import pack_zoo
 from medsegzoo.zoo.serve import serving
@@ -68,10 +68,10 @@ def test_pack_serve_download_and_infer(tmp_path: Path) -> None:
     assert trees[0]["models/model.pt"] == (source / "models" / "model.pt").read_bytes()
 
     downloaded = tmp_path / "monai" / BUNDLE
-    run_bundle(downloaded, ["train.json", "inference.json", "smoke.json"], {**data, "bundle_root": downloaded},
+    run_bundle(downloaded, ["inference.json", "smoke.json"], {**data, "bundle_root": downloaded},
                run_id="inference", cwd=tmp_path)
     for case in test_cases:
         image = dataset_dir / case["image"]
-        pred = nib.load(str(prediction_path(image, downloaded / "eval" / "predictions", dataset_dir)))
+        pred = nib.load(str(prediction_path(downloaded / "eval", case["case_id"])))
         assert pred.shape[:3] == nib.load(str(image)).shape[:3]
         assert set(np.unique(np.asarray(pred.dataobj)).tolist()) <= {0, 1, 2, 3, 4, 5}

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,7 @@ def read_volume(
     field: str = "image",
     voxels: bool = True,
     reference: str | os.PathLike | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> Volume:
     """Read a volume's geometry and, if asked, its voxels.
 
@@ -69,6 +71,8 @@ def read_volume(
             (``image`` / ``label``).
         voxels: read the voxel array too (headers only otherwise, where the format allows).
         reference: DICOM series the PNG slices belong to (PNG folders only).
+        spacing: voxel size in mm of formats that store no geometry (HDF5; the datalist entry's
+            ``spacing``): their affine becomes ``diag(spacing)`` instead of the identity.
 
     Returns:
         The :class:`Volume`.
@@ -85,7 +89,10 @@ def read_volume(
         if is_nifti(path):
             return _read_nifti(path, voxels)
         if _is_h5(path):
-            return _read_h5(path, field, voxels)
+            volume = _read_h5(path, field, voxels)
+            if spacing is not None:
+                volume.affine[:3, :3] = np.diag([float(v) for v in spacing][:3])
+            return volume
         return _read_with_io(path)
 
 

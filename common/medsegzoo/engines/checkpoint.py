@@ -274,18 +274,23 @@ class InferenceWeights:
         self.network = network
         self.exclude = tuple(exclude)
 
+    def _module(self) -> torch.nn.Module:
+        # DistributedDataParallel / DataParallel: the weights of the wrapped network, unprefixed
+        return getattr(self.network, "module", self.network) if isinstance(
+            self.network, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) else self.network
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The network's state dict minus the excluded prefixes."""
-        return {k: v for k, v in self.network.state_dict().items() if not k.startswith(self.exclude)}
+        return {k: v for k, v in self._module().state_dict().items() if not k.startswith(self.exclude)}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load inference weights back (training-only parts keep their values)."""
-        own = self.network.state_dict()
+        own = self._module().state_dict()
         missing = [k for k in own if k not in state and not k.startswith(self.exclude)]
         unexpected = [k for k in state if k not in own]
         if missing or unexpected:
             raise MedSegZooError(f"inference weights do not fit the network: missing {missing[:10]}, unexpected {unexpected[:10]}")
-        self.network.load_state_dict(dict(state), strict=False)
+        self._module().load_state_dict(dict(state), strict=False)
 
 
 class SaveInferenceWeights:

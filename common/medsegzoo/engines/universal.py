@@ -33,15 +33,13 @@ from monai.transforms import MapTransform
 from medsegzoo.errors import DataValidationError
 from medsegzoo.networks.text_encoders import load_text_embeddings
 from medsegzoo.networks.universal import UniversalModel
-from medsegzoo.taxonomy import canonical_name, get_label_system, is_lesion, labeled_classes
+from medsegzoo.taxonomy import canonical_name, get_label_system, labeled_classes
 from medsegzoo.transforms import LabeledClassesMask
 
 __all__ = [
-    "CaseFilenamed",
     "MaskUnlabeledChannelsd",
     "SelectChannelsd",
     "dataset_balanced_weights",
-    "evaluate_predictions",
     "extend_model",
     "load_cases",
     "load_network_weights",
@@ -96,6 +94,7 @@ def load_partial_split(
     system: str = "universal32",
     classes: Sequence[str] | None = None,
     require_labels: bool = True,
+    allow_empty: bool = False,
 ) -> list[dict[str, Any]]:
     """Entries of one split, each checked to label at least one class of the model.
 
@@ -106,6 +105,7 @@ def load_partial_split(
         system: label system of the label maps after conversion.
         classes: the model's output classes (a subset of ``system``; None: all of them).
         require_labels: every entry must have a ``label`` map or per-class ``masks``.
+        allow_empty: an empty or missing split gives ``[]`` (an optional validation split).
 
     Returns:
         Entries with absolute paths; ``labeled_classes`` filled from the data set when absent.
@@ -117,6 +117,8 @@ def load_partial_split(
     """
     cases = load_cases(datalist, key, dataset_dir)
     if not cases:
+        if allow_empty:
+            return []
         raise DataValidationError(f"{datalist}: split {key!r} has no cases")
     mask = LabeledClassesMask(system)
     names = get_label_system(system).classes
@@ -216,35 +218,6 @@ class SelectChannelsd(MapTransform):
         return d
 
 
-class CaseFilenamed(MapTransform):
-    """Name the written outputs after the case id (``<case_id>_<postfix>.nii.gz``).
-
-    MONAI's ``SaveImaged`` names files after the input image; several public layouts give
-    every image the same file name (KiTS ``case_xxxxx/imaging.nii.gz``, TotalSegmentator
-    ``sxxxx/ct.nii.gz``), so predictions would overwrite each other.
-
-    Args:
-        keys: output keys (MetaTensors) to rename.
-        id_key: entry field holding the case id.
-        suffix: file extension the name is given (the writer keeps it).
-    """
-
-    def __init__(self, keys: KeysCollection, id_key: str = "case_id", suffix: str = ".nii.gz", allow_missing_keys: bool = True) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.id_key = id_key
-        self.suffix = suffix
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        case_id = str(d.get(self.id_key) or "")
-        if not case_id:
-            return d
-        for key in self.key_iterator(d):
-            if hasattr(d[key], "meta"):
-                d[key].meta["filename_or_obj"] = f"{case_id}{self.suffix}"
-        return d
-
-
 def load_network_weights(network: torch.nn.Module, checkpoint: str | os.PathLike, key: str = "network") -> torch.nn.Module:
     """Load weights saved by the bundle's CheckpointSaver (``{"network": state_dict, ...}``).
 
@@ -309,81 +282,3 @@ def require_file(path: str | os.PathLike, what: str) -> str:
     if not os.path.isfile(path):
         raise DataValidationError(f"{path}: not found; it should hold the {what}")
     return str(path)
-
-
-def evaluate_predictions(
-    datalist: str | os.PathLike | Sequence[str | os.PathLike],
-    prediction_dir: str | os.PathLike,
-    output_dir: str | os.PathLike,
-    split: str = "test",
-    dataset_dir: str | os.PathLike | None = None,
-    label_system: str = "universal32",
-    tolerances_mm: str | float = "touchstone",
-    metrics: Sequence[str] = ("dsc", "nsd"),
-    detection_threshold_voxels: float = 0.0,
-    title: str = "CLIP-Driven Universal Model",
-    classes: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Score written label maps against the datalist(s) and write the report.
-
-    The case engine (:mod:`medsegzoo.evaluation.cases`) pairs ``<case_id>.nii.gz`` label maps
-    with the ground truth, converts each case's native labels to ``label_system`` and scores
-    the classes that case's data set labels (partial labels). Rows of classes the model does
-    not output (``classes``) are dropped. Every lesion class with rows also gets patient-level
-    sensitivity/specificity (:func:`~medsegzoo.evaluation.protocols.detection.detection_from_table`:
-    a patient is predicted positive when more than ``detection_threshold_voxels`` voxels are).
-
-    Args:
-        datalist: datalist JSON, or a list of them.
-        prediction_dir: folder of ``<case_id>.nii.gz`` label maps in ``label_system`` values.
-        output_dir: report folder (per_case.csv, per_class.csv, summary.md/json, plots).
-        split: split to score.
-        dataset_dir: base folder of the datalist's relative paths.
-        label_system: values of the predicted label maps.
-        tolerances_mm: NSD tolerance preset or number.
-        metrics: metrics to compute.
-        detection_threshold_voxels: minimum predicted lesion size counting as a detection.
-        title: report title.
-        classes: the model's output classes (None: all of ``label_system``).
-
-    Returns:
-        ``{"table": per-case DataFrame, "detection": {class: summary dict}, "files": {...}}``.
-
-    Raises:
-        DataValidationError, LayoutError: missing predictions or ground truth, mismatched
-            grids (the engine names the file).
-    """
-    from medsegzoo.evaluation.conventions import get_convention, get_tolerances
-    from medsegzoo.evaluation.cases import (
-        EvaluationSettings,
-        cases_from_datalist,
-        discover_cases,
-        evaluate_pairs,
-        pair_cases,
-    )
-    from medsegzoo.evaluation.protocols.detection import detection_from_table
-    from medsegzoo.evaluation.reports import write_report
-
-    system = get_label_system(label_system)
-    load_partial_split(datalist, split, dataset_dir, label_system, classes)  # same checks as training
-    files = [datalist] if isinstance(datalist, (str, os.PathLike)) else list(datalist)
-    truth: dict[str, Any] = {}
-    for f in files:
-        truth.update(cases_from_datalist(f, split, dataset_dir))
-    predictions = discover_cases(prediction_dir, system.name)
-    pairs, _, _ = pair_cases(predictions, truth, False, str(prediction_dir), ", ".join(map(str, files)))
-    settings = EvaluationSettings(system, get_convention("aeval"), get_tolerances(tolerances_mm), tuple(metrics))
-    table = evaluate_pairs(pairs, settings, workers=1, progress=False)
-    if classes is not None:
-        keep = {canonical_name(c) for c in classes}
-        table = table[table["class"].isin(keep)].reset_index(drop=True)
-    scored = set(table["class"])
-    detections = [
-        detection_from_table(table, c, threshold=detection_threshold_voxels, unit="voxels")
-        for c in system.classes
-        if c in scored and is_lesion(c)
-    ]
-    files_written = write_report(
-        table, output_dir, title, metrics=list(metrics), classes=list(system.classes), detection=detections
-    )
-    return {"table": table, "detection": {d.label: d.summary() for d in detections}, "files": files_written}

@@ -25,6 +25,7 @@ not label get no row.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medsegzoo.data.formats import read_volume
 from medsegzoo.errors import DataValidationError, LayoutError, UnknownNameError
 from medsegzoo.evaluation.conventions import EmptyMaskConvention, default_tolerances, get_convention, get_tolerances
 from medsegzoo.evaluation.metrics import METRICS, compute_case_metrics, label_bounding_boxes
@@ -75,6 +77,7 @@ class CaseSource:
         label_system: data set or label system name of the label map's values.
         labeled: canonical classes the source labels (``None``: every class of ``label_system``).
         metadata: extra columns for the table (datalist fields such as ``site``, ``age``).
+        spacing: voxel size of a label file that stores no geometry (HDF5, the datalist's ``spacing``).
     """
 
     case_id: str
@@ -83,6 +86,7 @@ class CaseSource:
     label_system: str | None = None
     labeled: tuple[str, ...] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    spacing: tuple[float, ...] | None = None
 
     @property
     def where(self) -> str:
@@ -295,6 +299,7 @@ def cases_from_datalist(
                 label_system=entry.get("dataset") or default_system,
                 labeled=tuple(labeled) if labeled else (tuple(masks) if masks else None),
                 metadata={k: v for k, v in entry.items() if k not in _NOT_METADATA and _scalar(v)},
+                spacing=tuple(float(v) for v in entry["spacing"]) if entry.get("spacing") else None,
             )
     if not cases:
         raise DataValidationError(f"{path}: no entry with a label or masks in split(s) {keys}")
@@ -317,7 +322,7 @@ def load_cases(source: str | os.PathLike, label_system: str | None = None, split
 
 
 def _with_system(source: CaseSource, system: str) -> CaseSource:
-    return CaseSource(source.case_id, source.label, source.masks, system, source.labeled, source.metadata)
+    return dataclasses.replace(source, label_system=system)
 
 
 def pair_cases(
@@ -369,11 +374,11 @@ class _Volume:
     path: str
 
 
-def _read(path: str) -> _Volume:
-    from medsegzoo.data.io import load_volume
-
-    array, affine, spacing = load_volume(path)
-    array = np.asarray(array)
+def _read(path: str, field: str = "label", spacing: Sequence[float] | None = None) -> _Volume:
+    # the package's one reader: NIfTI, DICOM/ITK formats, HDF5 (LA) with the datalist's spacing
+    volume = read_volume(path, field=field, spacing=spacing)
+    array, affine = np.asarray(volume.array), np.asarray(volume.affine, dtype=np.float64)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
     if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim != 3:
@@ -451,6 +456,13 @@ def _scored_classes(gt: CaseSource, system: Any) -> list[str]:
     return [c for c in system.classes if c in covered]
 
 
+def _has_value_aliases(name: str) -> bool:
+    from medsegzoo.taxonomy.datasets import get_dataset, resolve_dataset_name  # taxonomy: loaded on use, as above
+
+    key = resolve_dataset_name(name)
+    return key is not None and bool(get_dataset(key).value_aliases)
+
+
 class _LabelSide:
     """One side given as a label map: read, converted to the system, values checked, boxes found."""
 
@@ -458,10 +470,12 @@ class _LabelSide:
         from medsegzoo.taxonomy import convert_label_map, get_label_system
 
         assert source.label is not None
-        self.reference = _read(source.label)
+        self.reference = _read(source.label, spacing=source.spacing)
         labels = _integer_labels(self.reference)
         native = source.label_system or system.name
-        if native != system.name:
+        # a data set whose files use other values for the same class (LA's 255) is converted
+        # even when it shares its name with the label system
+        if native != system.name or _has_value_aliases(native):
             labels = convert_label_map(labels, native, system, affine=self.reference.affine, context=f"{role} {source.label}")
             self.boxes = label_bounding_boxes(labels)
         else:

@@ -320,6 +320,7 @@ class UniversalModel(nn.Module):
         unet_base_channels: U-Net first-level channels (32).
         class_names: optional names of the K classes (kept for extension and checks).
         use_checkpoint: gradient checkpointing in Swin UNETR.
+        predict_classes: the classes ``forward(x)`` returns (see :meth:`set_predict_classes`).
 
     Forward returns a plain logits tensor ``(B, K_total, *spatial)`` (``pred`` of the bundle).
     """
@@ -333,6 +334,7 @@ class UniversalModel(nn.Module):
         unet_base_channels: int = 32,
         class_names: Sequence[str] | None = None,
         use_checkpoint: bool = False,
+        predict_classes: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         kind = backbone.lower().replace("_", "").replace("-", "")
@@ -354,6 +356,29 @@ class UniversalModel(nn.Module):
             nn.GroupNorm(math.gcd(_GROUPS, decoder), decoder), nn.ReLU(), nn.Conv3d(decoder, HEAD_CHANNELS, kernel_size=1)
         )
         self.groups = nn.ModuleList([ClassGroup(class_embeddings, class_names)])
+        self.predict_indices: list[int] | None = None
+        if predict_classes is not None:
+            self.set_predict_classes(predict_classes)
+
+    def set_predict_classes(self, names: Sequence[str] | None) -> None:
+        """Restrict what ``forward(x)`` returns to these classes, in the model's order (None: all).
+
+        A model trained on data sets that never label some of its classes has untrained heads
+        for them; inference then predicts only the classes it learned. Weights are unaffected.
+
+        Raises:
+            MedSegZooError: the model has no class names, or a name it does not predict.
+        """
+        if names is None:
+            self.predict_indices = None
+            return
+        known = self.class_names
+        if known is None:
+            raise MedSegZooError("predict_classes needs a model built with class_names")
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise MedSegZooError(f"predict_classes {unknown} are not classes of the model ({', '.join(known)})")
+        self.predict_indices = sorted(known.index(n) for n in dict.fromkeys(names))
 
     @property
     def num_classes(self) -> int:
@@ -383,6 +408,8 @@ class UniversalModel(nn.Module):
         Returns:
             ``(B, K_total, *spatial)``, or ``(B, len(classes), *spatial)``.
         """
+        if classes is None:
+            classes = self.predict_indices
         bottleneck, decoded = self.backbone(x)
         global_feature = self.global_feature(bottleneck).flatten(1)  # (B, 256)
         head_input = self.head_input(decoded)

@@ -45,10 +45,8 @@ class LoadVolumed(MapTransform):
         self.loader = LoadImaged(keys, allow_missing_keys=True, **load_kwargs)
 
     def _load_h5(self, path: str, field: str, spacing: Sequence[float] | None) -> MetaTensor:
-        volume = read_volume(path, field=field)
-        affine = np.eye(4)
-        if spacing is not None:
-            affine[:3, :3] = np.diag([float(s) for s in spacing][:3])
+        volume = read_volume(path, field=field, spacing=spacing)
+        affine = np.asarray(volume.affine, dtype=np.float64)
         array = np.asarray(volume.array)
         if array.dtype.kind in "ui" and field != "image":
             array = array.astype(np.int64)

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from medsegzoo.errors import DataValidationError
+from medsegzoo.errors import DataValidationError, UnknownNameError
+from medsegzoo.evaluation.conventions import get_tolerances
+from medsegzoo.taxonomy import get_dataset, get_label_system
 from medsegzoo.evaluation.protocols.tables import (
     format_mean_sd,
     markdown_table,
@@ -32,6 +34,7 @@ from medsegzoo.evaluation.protocols.tables import (
 __all__ = [
     "AEvalMatrix",
     "AEvalResult",
+    "aeval_tolerances",
     "aeval_matrix",
     "aeval_protocol",
     "class_means",
@@ -343,3 +346,37 @@ def aeval_protocol(
     matrices = {m: aeval_matrix(table, m, classes, labeled_classes, modalities, scale) for m in present}
     by_class = {m: per_class_matrices(table, m, classes, labeled_classes, scale) for m in present} if per_class else {}
     return AEvalResult(matrices=matrices, per_class=by_class)
+
+
+# NSD tolerances: A-Eval uses FLARE22's per-organ tolerances (mm). Its public evaluation code
+# looks them up by the *index* of the class in its 8-class system inside FLARE22's 13-class
+# list, which gives esophagus, stomach and left kidney 2 mm instead of 3, 5 and 3 mm. The
+# default is the tolerance *by organ name*; "aeval_public_code" reproduces the public code's
+# values, to compare with its numbers (a bundle's evaluate.json passes the result as
+# ``nsd_tolerance``).
+def aeval_tolerances(system: str = "aeval8", tolerance_indexing: str = "by_name") -> dict[str, float]:
+    """NSD tolerance (mm) of every class of ``system``.
+
+    Args:
+        system: label system of the evaluation.
+        tolerance_indexing: ``"by_name"`` (each organ its FLARE22 tolerance) or
+            ``"aeval_public_code"`` (the i-th class gets the i-th FLARE22 tolerance, as the
+            public A-Eval code does).
+
+    Returns:
+        Class name -> tolerance in mm.
+
+    Raises:
+        UnknownNameError: unknown system or indexing mode, or a class without a FLARE22
+            tolerance.
+    """
+    classes = get_label_system(system).classes
+    table = get_tolerances("aeval")
+    if tolerance_indexing == "aeval_public_code":
+        flare_order = [table[name] for _, name in sorted(get_dataset("flare22").labels.items())]
+        return {c: flare_order[i] for i, c in enumerate(classes) if i < len(flare_order)}
+    if tolerance_indexing != "by_name":
+        raise UnknownNameError(
+            f"unknown tolerance_indexing {tolerance_indexing!r}; use 'by_name' or 'aeval_public_code'"
+        )
+    return {c: table[c] for c in classes}

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from bundle_utils import MEDSEGZOO, run_command
 
-from medsegzoo.engines.aeval_driver import fill_missing_classes, parse_set, run_protocol
+from medsegzoo.drivers.aeval import fill_missing_classes, parse_set, run_protocol
 from medsegzoo.errors import DataValidationError, UnknownNameError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_protocols_1_and_4_write_the_matrix(tmp_path: Path) -> None:
     spleen, spleen_list = _phantoms(tmp_path / "spleen", "msd_spleen", 2, 1, "0.5/0.0/0.5")
     smoke = BUNDLE / "configs" / "smoke.json"
     sets = ["--set", f"flare={flare_list}::{flare}", "--set", f"spleen={spleen_list}::{spleen}"]
-    common = [sys.executable, "-m", "medsegzoo.engines.aeval_driver", "--bundle", BUNDLE, *sets,
+    common = [sys.executable, "-m", "medsegzoo.drivers.aeval", "--bundle", BUNDLE, *sets,
               "--config", smoke, "--override", "max_epochs=1", "--override", "val_interval=100", "--no-mirroring"]
     p1 = tmp_path / "p1"
     run_command([*common, "--protocol", 1, "--work-dir", p1, "--train-sets", "flare", "--test-sets", "flare", "spleen"])

@@ -1,4 +1,4 @@
-"""Scoring written label maps in A-Eval's shared system (native maps of both sides converted)."""
+"""A-Eval scoring through the one scorer: native maps of both sides meet in the shared system."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from medsegzoo.engines.aeval_evaluation import aeval_tolerances, evaluate_predictions, prediction_path
+from medsegzoo.data.predictions import prediction_path
 from medsegzoo.errors import UnknownNameError
+from medsegzoo.evaluation.protocols.aeval import aeval_tolerances
+from medsegzoo.evaluation.scoring import score_predictions
 
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 
@@ -40,9 +42,9 @@ def _case_set(tmp_path: Path, dataset: str, native: dict[str, int], labeled: lis
     return path
 
 
-def test_prediction_path_follows_monai_folder_layout(tmp_path: Path) -> None:
-    assert prediction_path(tmp_path / "d" / "img" / "x.nii.gz", tmp_path / "p", tmp_path / "d") == tmp_path / "p" / "img" / "x_seg.nii.gz"
-    assert prediction_path("/elsewhere/y.nii", tmp_path / "p", tmp_path / "d").name == "y_seg.nii.gz"
+def _score(datalist: Path, pred_dir: Path, tmp_path: Path, report_dir: Path | None = None):
+    return score_predictions(datalist, pred_dir, "flare22", report_dir, dataset_dir=tmp_path, evaluation_system="aeval8",
+                             metrics=("dsc", "nsd"))
 
 
 def test_native_labels_and_predictions_meet_in_aeval8(tmp_path: Path) -> None:
@@ -51,8 +53,8 @@ def test_native_labels_and_predictions_meet_in_aeval8(tmp_path: Path) -> None:
     datalist = _case_set(tmp_path, "btcv", {"liver": 6, "spleen": 1, "kidney_right": 2, "kidney_left": 3},
                          labeled=["liver", "spleen", "kidney_right", "kidney_left", "pancreas", "gallbladder",
                                   "esophagus", "stomach"])
-    _save(tmp_path / "pred" / "img" / "a_seg.nii.gz", _blocks({"liver": 1, "spleen": 3, "kidney_right": 2}))
-    table = evaluate_predictions(datalist, tmp_path / "pred", "flare22", dataset_dir=tmp_path)
+    _save(prediction_path(tmp_path / "pred", "a"), _blocks({"liver": 1, "spleen": 3, "kidney_right": 2}))
+    table = _score(datalist, tmp_path / "pred", tmp_path)
     by_class = table.set_index("class")
     assert list(table["class"]) == ["liver", "kidney_right", "spleen", "pancreas", "gallbladder", "esophagus", "stomach", "kidney_left"]
     for organ in ("liver", "spleen", "kidney_right"):
@@ -62,28 +64,28 @@ def test_native_labels_and_predictions_meet_in_aeval8(tmp_path: Path) -> None:
     assert by_class.loc["pancreas", "dsc"] == 1.0
 
 
-def test_classes_the_test_set_lacks_are_absent_not_zero(tmp_path: Path) -> None:
+def test_classes_the_test_set_lacks_are_not_scored(tmp_path: Path) -> None:
     datalist = _case_set(tmp_path, "msd_spleen", {"spleen": 1})
-    _save(tmp_path / "pred" / "img" / "a_seg.nii.gz", _blocks({"liver": 1, "spleen": 3}))
-    table = evaluate_predictions(datalist, tmp_path / "pred", "flare22", dataset_dir=tmp_path, report_dir=tmp_path / "rep")
-    others = table[table["class"] != "spleen"]
-    assert others["dsc"].isna().all() and others["nsd"].isna().all() and (~others["labeled"]).all()
-    assert bool(others.set_index("class").loc["liver", "pred_present"])  # predicted, but not scored
+    _save(prediction_path(tmp_path / "pred", "a"), _blocks({"liver": 1, "spleen": 3}))
+    table = _score(datalist, tmp_path / "pred", tmp_path, tmp_path / "rep")
+    # the predicted liver is not counted against a set that does not label it: no row, not a zero
+    assert list(table["class"]) == ["spleen"]
     assert table.set_index("class").loc["spleen", "dsc"] == pytest.approx(1.0)
     assert (tmp_path / "rep" / "per_case.csv").is_file()
 
 
 def test_case_level_labeled_classes_restrict_scoring(tmp_path: Path) -> None:
     datalist = _case_set(tmp_path, "flare22", {"liver": 1, "spleen": 3}, labeled=["liver", "spleen"])
-    _save(tmp_path / "pred" / "img" / "a_seg.nii.gz", _blocks({"liver": 1, "spleen": 3}))
-    table = evaluate_predictions(datalist, tmp_path / "pred", "flare22", dataset_dir=tmp_path)
-    assert set(table.dropna(subset=["dsc"])["class"]) == {"liver", "spleen"}
+    _save(prediction_path(tmp_path / "pred", "a"), _blocks({"liver": 1, "spleen": 3}))
+    table = _score(datalist, tmp_path / "pred", tmp_path)
+    assert set(table["class"]) == {"liver", "spleen"}
 
 
 def test_unknown_native_map_fails_before_scoring(tmp_path: Path) -> None:
     datalist = _case_set(tmp_path, "my_hospital", {"spleen": 1})
-    with pytest.raises(UnknownNameError, match="case a names data set 'my_hospital'"):
-        evaluate_predictions(datalist, tmp_path / "pred", "flare22", dataset_dir=tmp_path)
+    _save(prediction_path(tmp_path / "pred", "a"), _blocks({"spleen": 3}))
+    with pytest.raises(UnknownNameError, match=r"case 'a' .*data set 'my_hospital'"):
+        _score(datalist, tmp_path / "pred", tmp_path)
 
 
 def test_tolerances_by_name_and_as_the_public_code_indexes_them() -> None:

@@ -19,7 +19,7 @@ and the per-case tables go to the A-Eval protocol of the evaluation engine
 
 Command line::
 
-    python -m medsegzoo.engines.aeval_driver --protocol 1 \\
+    python -m medsegzoo.drivers.aeval --protocol 1 \\
         --bundle bundles/stunet_cross_dataset_evaluation --work-dir runs/aeval_p1 \\
         --set flare22=/data/FLARE22/datalist.json --set amos=/data/AMOS/datalist.json \\
         --set btcv=/data/BTCV/datalist.json::/data/BTCV \\
@@ -473,7 +473,7 @@ def _parse_override(text: str) -> tuple[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The driver's argument parser."""
-    p = argparse.ArgumentParser(prog="python -m medsegzoo.engines.aeval_driver", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="python -m medsegzoo.drivers.aeval", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--protocol", type=int, required=True, choices=sorted(PROTOCOLS))
     p.add_argument("--bundle", required=True, help="the bundle folder (bundles/stunet_cross_dataset_evaluation)")
