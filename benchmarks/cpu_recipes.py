@@ -38,18 +38,18 @@ def learning_curve(log: Path) -> list[tuple[int, float]]:
     return [(int(e), float(v)) for e, v in CURVE.findall(log.read_text(encoding="utf-8", errors="replace"))]
 
 
-def run_recipe(name: str, work: Path, validation: bool, env: dict[str, str]) -> dict:
+def run_recipe(name: str, work: Path, validation: bool, env: dict[str, str], bundles_dir: Path | None = None) -> dict:
     """Train, infer and score one bundle's CPU recipe; returns the result row."""
     recipe = get_recipe(name)
     folder = work / recipe.bundle
     split = None if validation else "0.75/0.0/0.25"
     dataset_dir, datalist = prepare_recipe_data(recipe, folder, **({"split": split} if split else {}))
     root = folder / "run"
-    extra = recipe.prepare(recipe.bundle_dir(), root) if recipe.prepare else {}
+    extra = recipe.prepare(recipe.bundle_dir(bundles_dir), root) if recipe.prepare else {}
     start = time.perf_counter()
-    run_in_subprocess(recipe.training(root, dataset_dir, datalist, **extra), log=folder / "train.log", env=env)
+    run_in_subprocess(recipe.training(root, dataset_dir, datalist, bundles_dir, **extra), log=folder / "train.log", env=env)
     seconds = time.perf_counter() - start
-    run_in_subprocess(recipe.evaluating(root, dataset_dir, datalist, **extra, **dict(recipe.eval_overrides)),
+    run_in_subprocess(recipe.evaluating(root, dataset_dir, datalist, bundles_dir, **extra),
                       log=folder / "evaluate.log", env=env)
     summary = summary_of(root / "eval" / "report")
     dsc = summary["metrics"]["dsc"]
@@ -89,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", default=None, help="keep phantoms, runs and logs here")
     parser.add_argument("--no-validation", action="store_true", help="datalists without a validation split")
     parser.add_argument("--out", default=None, help="write the rows as JSON and the curves as PNG here")
+    parser.add_argument("--bundles-dir", default=None, help="bundles folder (default: the repository's bundles/)")
     args = parser.parse_args(argv)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="cpu_recipes_"))
     env = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
     rows = []
     for name in args.bundles:
-        row = run_recipe(name, work, not args.no_validation, env)
+        row = run_recipe(name, work, not args.no_validation, env, Path(args.bundles_dir) if args.bundles_dir else None)
         rows.append(row)
         verdict = "meets" if row["mean_dsc"] >= row["criterion"] and row["train_seconds"] <= 600 else "MISSES"
         print(f"{row['bundle']}: held-out mean DSC {row['mean_dsc']:.3f} over {row['classes']} "

