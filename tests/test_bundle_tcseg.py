@@ -155,3 +155,12 @@ def test_bf16_training_steps_match_float32(trained: dict[str, Path], tmp_path: P
     """
     assert_bf16_steps_match_fp32(BUNDLE, TRAIN, {"dataset_dir": trained["data"], "datalist": trained["datalist"],
                                                  "bundle_root": tmp_path}, gradient_cosine=0.8)
+
+
+def test_a_wrong_dataset_dir_is_named_before_anything_is_loaded(trained: dict[str, Path], tmp_path: Path) -> None:
+    wrong = tmp_path / "no_such_folder"
+    proc = run_bundle(BUNDLE, TRAIN, {"dataset_dir": wrong, "datalist": trained["datalist"], "bundle_root": tmp_path / "bad"},
+                      run_id="training", check=False, env=ENV)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"{wrong}: dataset_dir does not exist" in log
+    assert "Loading dataset" not in log and not (tmp_path / "bad" / "models").exists()

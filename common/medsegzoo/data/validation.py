@@ -55,6 +55,7 @@ __all__ = [
     "ValidationSummary",
     "case_problems",
     "check_training_datalist",
+    "check_training_datalists",
     "covered_classes",
     "validate_case",
     "validate_datalist",
@@ -686,3 +687,38 @@ def check_training_datalist(
     if problems:
         _raise_problems(f"{checked.source} cannot be used for training (files under {checked.base})", problems)
     return _summary(checked, keys)
+
+
+def check_training_datalists(
+    datalists: str | os.PathLike | Mapping[str, Any] | Sequence[str | os.PathLike],
+    dataset_dir: str | os.PathLike | None = None,
+    label_system: str | None = None,
+    keys: Sequence[str] = ("training", "validation"),
+    **kwargs: Any,
+) -> list[ValidationSummary]:
+    """:func:`check_training_datalist` for one datalist or several (the universal model takes one
+    per data set); every problem of every datalist is raised together.
+
+    Args:
+        datalists: a datalist (file or dict) or a list of datalist files.
+        dataset_dir: folder the paths start from (None: each datalist's own rule).
+        label_system: label system trained.
+        keys: splits to check; a later datalist may lack ``keys[0]`` only if an earlier one has it.
+        **kwargs: more :func:`check_training_datalist` arguments.
+
+    Returns:
+        One summary per datalist.
+
+    Raises:
+        DataValidationError: the problems of all datalists in one message.
+    """
+    items = [datalists] if isinstance(datalists, (str, os.PathLike, Mapping)) else list(datalists)
+    summaries, messages = [], []
+    for item in items:
+        try:
+            summaries.append(check_training_datalist(item, dataset_dir, label_system, keys, **kwargs))
+        except DataValidationError as err:
+            messages.append(str(err))
+    if messages:
+        raise DataValidationError("\n".join(messages))
+    return summaries
