@@ -189,11 +189,14 @@ class STUNet(nn.Module):
         self.apply(_init_he)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        skips = []
-        for stage in self.conv_blocks_context[:-1]:
+        # every stage but the last is a skip; enumerated, not sliced ([:-1]), so that
+        # torch.jit.script compiles it
+        skips: list[torch.Tensor] = []
+        bottleneck = len(self.conv_blocks_context) - 1
+        for d, stage in enumerate(self.conv_blocks_context):
             x = stage(x)
-            skips.append(x)
-        x = self.conv_blocks_context[-1](x)
+            if d < bottleneck:
+                skips.append(x)
         outputs = []
         want_all = self.deep_supervision and self.training
         last = len(self.conv_blocks_localization) - 1

@@ -48,6 +48,12 @@ def _double_conv(in_ch: int, mid_ch: int, out_ch: int, norm: str | tuple | None,
     )
 
 
+def _upsample_and_concat(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """``x`` interpolated to the skip's exact size (odd patch sizes also work), then ``[x, skip]``."""
+    x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
+    return torch.cat([x, skip], dim=1)
+
+
 class TCTUNet(nn.Module):
     """3D U-Net of the TCT paper with a main head and optional auxiliary task heads.
 
@@ -115,12 +121,13 @@ class TCTUNet(nn.Module):
                 x = F.max_pool3d(x, kernel_size=2, stride=2, ceil_mode=True)
             x = stage(x)
             skips.append(x)
-        x = skips.pop()  # bottleneck output
-        for k in reversed(range(4)):
-            skip = skips[k]
-            # interpolate to the skip's exact size, so odd patch sizes also work
-            x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
-            x = self.decoder[k](torch.cat([x, skip], dim=1))
+        x = skips[4]  # bottleneck output
+        # deepest decoder stage first; written out (not a reversed loop) so that torch.jit.script
+        # compiles it: TorchScript indexes a ModuleList only with literal integers
+        x = self.decoder[3](_upsample_and_concat(x, skips[3]))
+        x = self.decoder[2](_upsample_and_concat(x, skips[2]))
+        x = self.decoder[1](_upsample_and_concat(x, skips[1]))
+        x = self.decoder[0](_upsample_and_concat(x, skips[0]))
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:

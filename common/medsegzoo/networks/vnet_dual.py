@@ -47,8 +47,8 @@ class DualDecoderOutput(NamedTuple):
         features: per-decoder last feature maps, each ``(B, base_filters, *spatial)``.
     """
 
-    logits: tuple[torch.Tensor, ...]
-    features: tuple[torch.Tensor, ...]
+    logits: tuple[torch.Tensor, torch.Tensor]
+    features: tuple[torch.Tensor, torch.Tensor]
 
 
 def _conv_stage(channels_in: int, channels_out: int, depth: int, norm: str) -> nn.Sequential:
@@ -85,8 +85,9 @@ class _Decoder(nn.Module):
 
     def forward(self, skips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x = skips[-1]
-        for up, stage, skip in zip(self.ups, self.stages, reversed(skips[:-1])):
-            x = stage(up(x) + skip)
+        # skips[-2], skips[-3], ...: indexed, not reversed(), so that torch.jit.script compiles it
+        for i, (up, stage) in enumerate(zip(self.ups, self.stages)):
+            x = stage(up(x) + skips[-2 - i])
         return self.classifier(self.dropout(x)), x
 
 
@@ -152,13 +153,19 @@ class DualDecoderVNet(nn.Module):
         """
         if x.ndim != 5 or any(s % 16 for s in x.shape[2:]):
             raise MedSegZooError(
-                f"DualDecoderVNet: input must be (B, C, H, W, D) with every spatial size divisible by 16, got {tuple(x.shape)}"
+                f"DualDecoderVNet: input must be (B, C, H, W, D) with every spatial size divisible by 16, got {list(x.shape)}"
             )
-        skips = []
-        for i, stage in enumerate(self.stages):
-            x = stage(x if i == 0 else self.downs[i - 1](x))
-            skips.append(x)
-        skips[-1] = self.bottleneck_dropout(skips[-1])
+        # the five stages written out (TorchScript indexes a ModuleList only with literal integers)
+        x = self.stages[0](x)
+        skips = [x]
+        x = self.stages[1](self.downs[0](x))
+        skips.append(x)
+        x = self.stages[2](self.downs[1](x))
+        skips.append(x)
+        x = self.stages[3](self.downs[2](x))
+        skips.append(x)
+        x = self.stages[4](self.downs[3](x))
+        skips.append(self.bottleneck_dropout(x))
         return skips
 
     def forward(self, x: torch.Tensor, return_all: bool = False) -> torch.Tensor | DualDecoderOutput:
@@ -166,8 +173,9 @@ class DualDecoderVNet(nn.Module):
         skips = self.encode(x)
         if not return_all:
             return self.decoders[0](skips)[0]
-        outs = [decoder(skips) for decoder in self.decoders]
-        return DualDecoderOutput(logits=tuple(o[0] for o in outs), features=tuple(o[1] for o in outs))
+        logits0, features0 = self.decoders[0](skips)
+        logits1, features1 = self.decoders[1](skips)
+        return DualDecoderOutput(logits=(logits0, logits1), features=(features0, features1))
 
 
 def dual_vnet_parameter_count(in_channels: int = 1, out_channels: int = 2, **kwargs: object) -> int:
