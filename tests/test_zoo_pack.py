@@ -121,3 +121,59 @@ def test_repository_bundles_pack_with_the_cli(tmp_path: Path) -> None:
             top = {n.split("/")[0] for n in archive.namelist()}
             assert top == {key.rpartition("_v")[0]}
             assert not [n for n in archive.namelist() if "__pycache__" in n or "/eval/" in n or "/logs/" in n]
+
+
+def test_pack_carries_inference_files_not_training_state(tmp_path: Path) -> None:
+    """models/: the inference weights and what inference reads beside them; no resumable state."""
+    bundle = make_fake_bundle(tmp_path / "bundles", model_files={
+        "fingerprint.json": b"{}\n", "text_embeddings.pt": b"emb", "checkpoint_final.pt": b"state",
+        "model_best.pt": b"best", "checkpoint_epoch=2.pt": b"old",
+    })
+    packed = pack_bundle(bundle, tmp_path / "zoo")
+    with zipfile.ZipFile(packed.zip_path) as archive:
+        models = sorted(n for n in archive.namelist() if n.startswith("demo_bundle/models/") and not n.endswith("/"))
+        assert archive.read("demo_bundle/models/fingerprint.json") == b"{}\n"
+    assert models == ["demo_bundle/models/fingerprint.json", "demo_bundle/models/model.pt",
+                      "demo_bundle/models/text_embeddings.pt"]
+
+
+def _installed(distribution: str) -> str:
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    return Version(version(distribution)).public
+
+
+def test_packed_metadata_states_the_installed_versions(tmp_path: Path) -> None:
+    bundle = make_fake_bundle(tmp_path / "bundles")
+    meta_file = bundle / "configs" / "metadata.json"
+    source = json.loads(meta_file.read_text())
+    source.update({"pytorch_version": "2.15.0", "monai_version": "0.0.1"})  # typed by hand, wrong
+    source["required_packages_version"]["pytorch-ignite"] = "0.0.1"
+    meta_file.write_text(json.dumps(source, indent=4) + "\n")
+    before = meta_file.read_bytes()
+    packed = pack_bundle(bundle, tmp_path / "zoo")
+    with zipfile.ZipFile(packed.zip_path) as archive:
+        text = archive.read("demo_bundle/configs/metadata.json").decode()
+    meta = json.loads(text)
+    assert meta["pytorch_version"] == _installed("torch") and "+" not in meta["pytorch_version"]
+    assert meta["monai_version"] == _installed("monai") and meta["numpy_version"] == _installed("numpy")
+    assert meta["required_packages_version"] == {
+        "nibabel": _installed("nibabel"), "medsegzoo": _installed("medsegzoo"), "pytorch-ignite": _installed("pytorch-ignite"),
+    }
+    assert list(meta)[: len(source)] == list(source)  # key order kept
+    assert text == json.dumps(meta, indent=4) + "\n"  # formatted as the configs are
+    assert "pip_requirements" not in meta  # no served wheel, no URL
+    assert meta_file.read_bytes() == before  # the source is not touched
+
+
+def test_pack_refuses_a_package_that_is_not_installed(tmp_path: Path) -> None:
+    bundle = make_fake_bundle(tmp_path / "bundles")
+    meta_file = bundle / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["required_packages_version"]["surely-not-installed-pkg"] = "1.0"
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(DataValidationError, match=r"metadata.json: required_packages_version.surely-not-installed-pkg"):
+        pack_zoo(tmp_path / "bundles", tmp_path / "zoo")
+    assert not (tmp_path / "zoo").exists()

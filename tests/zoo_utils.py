@@ -8,8 +8,13 @@ from pathlib import Path
 
 
 def make_fake_bundle(root: Path, name: str = "demo_bundle", version: str = "0.1.0",
-                     medsegzoo_version: str | None = "0.1.0", weights: bytes | None = b"weights") -> Path:
-    """A small bundle folder with configs, docs, LICENSE, weights and files that must not be packed."""
+                     medsegzoo_version: str | None = "0.1.0", weights: bytes | None = b"weights",
+                     model_files: dict[str, bytes] | None = None) -> Path:
+    """A small bundle folder with configs, docs, LICENSE, weights and files that must not be packed.
+
+    ``model_files`` adds files under ``models/`` (name -> content), e.g. the training state
+    (``checkpoint_final.pt``) or what inference reads beside the weights (``fingerprint.json``).
+    """
     bundle = root / name
     (bundle / "configs").mkdir(parents=True)
     meta = {"version": version, "required_packages_version": {"nibabel": "5.0"}}
@@ -32,6 +37,8 @@ def make_fake_bundle(root: Path, name: str = "demo_bundle", version: str = "0.1.
     (bundle / "models" / "events.out").write_text("x")
     if weights is not None:
         (bundle / "models" / "model.pt").write_bytes(weights)
+    for fname, content in (model_files or {}).items():
+        (bundle / "models" / fname).write_bytes(content)
     return bundle
 
 

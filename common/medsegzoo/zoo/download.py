@@ -7,8 +7,10 @@ left by an interrupted download is resumed (HTTP ``Range``, or a seek in a local
 the source cannot resume, restarted, and a resumed file that fails the check is fetched once
 more from scratch. Every entry is checked (no absolute path, no ``..``, no link leaving the
 bundle, everything inside the single top-level folder named after the bundle), extracted into
-a staging folder next to the target and only then renamed into place. A refused zip leaves no
-file behind.
+a staging folder next to the target and only then renamed into place. The files a
+``large_files.yml`` names (weights above the model zoo's size limit, served beside the zip)
+are fetched into the staging folder and verified against their hash before that rename. A
+refused zip or large file leaves no file behind.
 """
 
 from __future__ import annotations
@@ -61,7 +63,8 @@ def check_member(info: zipfile.ZipInfo, top: str, archive: zipfile.ZipFile, zip_
     return inner
 
 
-def safe_extract(zip_path: str | os.PathLike, name: str, dest: str | os.PathLike, replace: bool = False) -> Path:
+def safe_extract(zip_path: str | os.PathLike, name: str, dest: str | os.PathLike, replace: bool = False,
+                 fetch_large: bool = True) -> Path:
     """Extract the bundle ``name`` from a zip into ``dest/name`` atomically.
 
     Args:
@@ -69,6 +72,8 @@ def safe_extract(zip_path: str | os.PathLike, name: str, dest: str | os.PathLike
         name: bundle name = the zip's single top-level folder.
         dest: folder that receives ``name/`` (created).
         replace: replace an existing ``dest/name`` (only once the new one is extracted).
+        fetch_large: also fetch and verify the files its ``large_files.yml`` names
+            (:func:`fetch_large_files`) before the bundle is renamed into place.
 
     Returns:
         ``dest/name``.
@@ -76,6 +81,7 @@ def safe_extract(zip_path: str | os.PathLike, name: str, dest: str | os.PathLike
     Raises:
         LayoutError: a bad entry (see :func:`check_member`), no ``configs/metadata.json``, or
             ``dest/name`` exists already without ``replace``. Nothing is left behind.
+        DataValidationError: a large file could not be fetched or verified. Nothing is left behind.
     """
     dest = Path(dest)
     target = dest / name
@@ -107,7 +113,113 @@ def safe_extract(zip_path: str | os.PathLike, name: str, dest: str | os.PathLike
                     continue
                 with archive.open(info) as src, open(out, "wb") as dst:
                     shutil.copyfileobj(src, dst, BLOCK_BYTES)
+            if fetch_large:
+                fetch_large_files(root, label=f"{zip_name}: {name}")
     return target
+
+
+LARGE_FILE_NAMES = ("large_files.yml", "large_files.yaml", "large_files.json")
+HASH_TYPES = ("md5", "sha1", "sha256", "sha512")
+
+
+def read_large_files(bundle_root: str | os.PathLike, label: str | None = None) -> list[dict[str, str]]:
+    """The entries of a bundle's ``large_files.yml`` (or ``.yaml``/``.json``), checked.
+
+    Args:
+        bundle_root: the bundle folder.
+        label: how errors name the bundle (default: the file's path).
+
+    Returns:
+        ``{"path", "url", "hash_val", "hash_type"}`` per file (none without such a file).
+
+    Raises:
+        DataValidationError: the file does not parse, an entry lacks ``path``, ``url`` or a
+            hash (medsegzoo fetches verified files only), or names an unknown hash type.
+        LayoutError: a path leaves the bundle folder.
+    """
+    import yaml
+
+    root = Path(bundle_root)
+    found = [root / n for n in LARGE_FILE_NAMES if (root / n).is_file()]
+    if not found:
+        return []
+    source = found[0]
+    where = f"{label}/{source.name}" if label else str(source)
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise DataValidationError(f"{where}: cannot read it ({err})") from err
+    items = data.get("large_files") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise DataValidationError(f"{where}: needs a 'large_files' list of {{path, url, hash_val, hash_type}}")
+    entries = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not item.get("path") or not item.get("url"):
+            raise DataValidationError(f"{where}: large_files[{i}] needs 'path' and 'url'")
+        hash_type = str(item.get("hash_type") or "md5").lower()  # MONAI's default hash type
+        if not item.get("hash_val"):
+            raise DataValidationError(
+                f"{where}: large_files[{i}] ({item['path']}) has no hash_val; medsegzoo downloads verified files only "
+                "(python -m monai.bundle download_large_files fetches it unverified)"
+            )
+        if hash_type not in HASH_TYPES:
+            raise DataValidationError(f"{where}: large_files[{i}] hash_type {hash_type!r} is not one of {HASH_TYPES}")
+        rel = str(item["path"])
+        parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
+        if Path(rel).is_absolute() or ".." in parts or not parts:
+            raise LayoutError(f"{where}: large_files[{i}] path {rel!r} leaves the bundle folder; refusing it")
+        entries.append({"path": "/".join(parts), "url": str(item["url"]), "hash_val": str(item["hash_val"]).lower(),
+                        "hash_type": hash_type})
+    return entries
+
+
+def fetch_large_files(bundle_root: str | os.PathLike, label: str | None = None) -> list[Path]:
+    """Fetch the files a bundle's ``large_files.yml`` names into the bundle, verified.
+
+    Each file is streamed (1 MiB blocks) to a temporary file beside its target, hashed on the
+    way, and renamed into place only when its hash matches. A file already there with the
+    right hash is kept.
+
+    Args:
+        bundle_root: the bundle folder.
+        label: how errors name the bundle.
+
+    Returns:
+        The files now in place.
+
+    Raises:
+        DataValidationError: see :func:`read_large_files`; a download failed or its hash differs
+            (the message names the URL and the file; nothing is left of it).
+    """
+    from medsegzoo.utils import atomic_path
+    from medsegzoo.zoo.pack import file_digest
+
+    root = Path(bundle_root)
+    done = []
+    for entry in read_large_files(root, label):
+        target = root / entry["path"]
+        if target.is_file() and file_digest(target, entry["hash_type"]) == entry["hash_val"]:
+            done.append(target)
+            continue
+        digest = hashlib.new(entry["hash_type"])
+        try:
+            with atomic_path(target) as part:
+                stream, _ = open_location(entry["url"])
+                with stream, open(part, "wb") as dst:
+                    for block in iter(lambda: stream.read(BLOCK_BYTES), b""):
+                        dst.write(block)
+                        digest.update(block)
+                if digest.hexdigest() != entry["hash_val"]:
+                    raise DataValidationError(
+                        f"{entry['url']}: {entry['hash_type']} checksum mismatch for {entry['path']} (large_files.yml says "
+                        f"{entry['hash_val']}, file has {digest.hexdigest()}); nothing was kept"
+                    )
+        except (OSError, ValueError) as err:
+            if isinstance(err, DataValidationError):
+                raise
+            raise DataValidationError(f"{entry['url']}: download of {entry['path']} failed ({err})") from err
+        done.append(target)
+    return done
 
 
 def part_path(entry: IndexEntry, dest: str | os.PathLike) -> Path:
@@ -227,7 +339,8 @@ def download_bundle(
     version: str | None = None,
     force: bool = False,
 ) -> Path:
-    """Download a bundle from a zoo index, verify it and extract it to ``bundle_dir/name``.
+    """Download a bundle from a zoo index, verify it and extract it to ``bundle_dir/name``
+    (with the files of its ``large_files.yml``, verified).
 
     Args:
         name: bundle name.
@@ -242,7 +355,8 @@ def download_bundle(
     Raises:
         UnknownNameError: unknown name or version (the message lists the index's).
         DataValidationError: unreadable index, failed download (kept to resume: run the same
-            command again) or checksum mismatch (nothing kept).
+            command again), checksum mismatch (nothing kept), or a file of the bundle's
+            ``large_files.yml`` that cannot be fetched or verified (nothing kept).
         LayoutError: unsafe or malformed zip, or an existing target without ``force``.
     """
     entry = resolve_entry(read_index(index), name, version)
