@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "medsegzoo.commands.evaluate",
     "compare": "medsegzoo.commands.compare",
     "zoo": "medsegzoo.commands.zoo",
+    "import-weights": "medsegzoo.commands.import_weights",
 }
 
 # one-line help, kept here so that `medsegzoo --help` imports nothing heavy
@@ -37,6 +38,7 @@ HELP: dict[str, str] = {
     "evaluate": "score predictions against ground truth (DSC, NSD, HD95, ASSD) and write a report",
     "compare": "compare several algorithms on the same cases (Touchstone statistics)",
     "zoo": "pack bundles into reproducible zips + index, serve a zoo on 127.0.0.1, download with checksum",
+    "import-weights": "turn the authors' published checkpoints into a bundle's inference weights, strictly",
 }
 
 
