@@ -37,8 +37,11 @@ bundles: $(STAMP)
 	    --filepath common/medsegzoo/resources/meta_schema.json || exit 1; \
 	done
 
+# pack every bundle (and the medsegzoo wheel) into zoo/; ZOO_URL: where zoo/ will be served
+# (needed for weights above the model zoo's 25 MB, and names the wheel in metadata.json)
+ZOO_URL ?=
 zoo: $(STAMP)
-	$(VENV)/bin/medsegzoo zoo pack --out zoo
+	$(VENV)/bin/medsegzoo zoo pack --out zoo $(if $(ZOO_URL),--base-url $(ZOO_URL))
 
 # speed: ours and the named baseline in one process, ratio printed
 bench: $(STAMP)
