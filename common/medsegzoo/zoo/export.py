@@ -1,15 +1,17 @@
 """Export a bundle's inference network (TorchScript through MONAI, ONNX) and check it.
 
 TorchScript goes through MONAI's own ``ckpt_export`` (``python -m monai.bundle ckpt_export``), which
-embeds the bundle's metadata and configs in the ``.ts`` file. None of the four bundles' networks
-is scriptable as written (they loop over ``reversed()`` skip lists and ``nn.Sequential`` slices,
-which ``torch.jit.script`` cannot compile), so they are exported with ``--use_trace True`` at the
-bundle's patch size; tracing records shape arithmetic as graph ops, so the sliding-window batch
-size may vary - except for the universal model, whose dynamic heads run one grouped
-convolution with ``groups = batch x classes``: tracing freezes that product, so its exports
-run only at the traced batch size (export with ``--input_shape [sw_batch_size, 1, *patch]`` and
-use that ``sw_batch_size``; ``FIXED_BATCH_NETWORKS``). ONNX uses the TorchScript-based ``torch.onnx.export`` (``dynamo=False``): the
-dynamo exporter needs ``onnxscript``, which is not a dependency.
+embeds the bundle's metadata and configs in the ``.ts`` file. The TCT, TCSeg and STU-Net networks
+compile with ``torch.jit.script`` (the model zoo's check: ``ckpt_export`` without tracing); the
+universal model does not (MONAI's Swin UNETR calls gradient checkpointing, whose ``**kwargs``
+TorchScript cannot compile) and is exported with ``--use_trace True`` at the bundle's patch size.
+Tracing records shape arithmetic as graph ops, so the sliding-window batch size may vary - except
+for the universal model, whose dynamic heads run one grouped convolution with
+``groups = batch x classes``: tracing freezes that product, so its exports run only at the traced
+batch size (export with ``--input_shape [sw_batch_size, 1, *patch]`` and use that
+``sw_batch_size``; ``FIXED_BATCH_NETWORKS``). ONNX uses the TorchScript-based
+``torch.onnx.export`` (``dynamo=False``): the dynamo exporter needs ``onnxscript``, which is not
+a dependency.
 """
 
 from __future__ import annotations
