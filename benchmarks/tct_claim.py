@@ -26,7 +26,7 @@ from pathlib import Path
 
 from claims import Arm, TestSet, run_experiment, write_claim
 
-from medsegzoo.data.datalist import combine_datalists
+from medsegzoo.data.combine import combine_datalists
 from medsegzoo.data.phantom_sets import make_phantom_set
 from medsegzoo.recipes import get_recipe
 

@@ -31,7 +31,7 @@ import torch
 from claims import ENV, Arm, TestSet, run_experiment, write_claim
 
 from medsegzoo.bundle_runs import BundleRun, parse_bundle, run_in_subprocess
-from medsegzoo.data.datalist import combine_datalists
+from medsegzoo.data.combine import combine_datalists
 from medsegzoo.data.phantom_sets import make_phantom_set
 from medsegzoo.recipes import get_recipe, text_embeddings_writer
 from medsegzoo.taxonomy import get_label_system, is_lesion

@@ -191,7 +191,7 @@ def make_mixed_phantom_datalist(
     Returns:
         ``(dataset_dir, datalist_path)`` of the combined datalist.
     """
-    from medsegzoo.data.datalist import combine_datalists
+    from medsegzoo.data.combine import combine_datalists
 
     root = Path(tmp_path) / name
     pieces = []

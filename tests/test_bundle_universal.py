@@ -203,7 +203,7 @@ def test_per_class_mask_layout_feeds_the_same_pipeline(tmp_path: Path) -> None:
     from monai.bundle import ConfigParser
     from monai.transforms import Compose
 
-    from medsegzoo.engines.universal import load_partial_split
+    from medsegzoo.data.partial_labels import load_partial_split
 
     datalist = make_phantom_datalist(tmp_path, "abdomenatlas", cases=2, size=32, split=None)[1]
     parser = ConfigParser()

@@ -8,7 +8,6 @@ from monai.data import load_decathlon_datalist
 
 from medsegzoo.data.datalist import (
     SPLIT_KEYS,
-    combine_datalists,
     load_datalist,
     load_split,
     make_case,
@@ -17,6 +16,7 @@ from medsegzoo.data.datalist import (
     relative_path,
     save_datalist,
 )
+from medsegzoo.data.combine import combine_datalists
 from medsegzoo.errors import DataValidationError
 
 

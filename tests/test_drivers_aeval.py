@@ -112,7 +112,7 @@ def test_protocol_2_pseudo_labels_the_unlabeled_scans_and_retrains(tmp_path: Pat
 
 @pytest.mark.slow
 def test_protocol_3_trains_ct_mr_and_mixed_models(tmp_path: Path) -> None:
-    from medsegzoo.data.datalist import combine_datalists
+    from medsegzoo.data.combine import combine_datalists
 
     root = tmp_path / "amos"
     parts = []

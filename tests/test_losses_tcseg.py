@@ -1,6 +1,6 @@
 """Tests of TCSeg's reliability engine and loss terms on tiny hand-made tensors.
 
-Covers medsegzoo.engines.reliability and medsegzoo.losses.tcseg.
+Covers medsegzoo.losses.reliability and medsegzoo.losses.tcseg.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from medsegzoo.engines.reliability import (
+from medsegzoo.losses.reliability import (
     class_prototypes,
     decoder_disagreement,
     ensemble_confidence,

@@ -166,7 +166,8 @@ def _incomplete_mask_cases(datalist: dict[str, Any]) -> list[tuple[str, list[str
 
 
 def _combine(args: argparse.Namespace) -> int:
-    from medsegzoo.data.datalist import combine_datalists, load_datalist
+    from medsegzoo.data.combine import combine_datalists
+    from medsegzoo.data.datalist import load_datalist
 
     if not args.dataset_dir or not args.out:
         print("medsegzoo datalist: error: --combine needs --dataset-dir and --out", file=sys.stderr)

@@ -348,12 +348,19 @@ def _nifti_truncation_problem(path: Path) -> str | None:
 
 def _dataset_problem(entry: Mapping[str, Any]) -> str | None:
     """Unknown data set or labeled classes the data set does not have."""
-    from medsegzoo.taxonomy import get_dataset
+    from medsegzoo.taxonomy import get_dataset, get_label_system
 
     try:
         spec = get_dataset(entry["dataset"])
     except MedSegZooError as err:
-        return str(err)
+        # a derived label map written in a method's label system (pseudo-labels of the A-Eval
+        # driver: dataset "aeval8") names that system instead of a data set
+        try:
+            system = get_label_system(entry["dataset"])
+        except MedSegZooError:
+            return str(err)
+        unknown = [c for c in entry.get("labeled_classes", []) if c not in system.classes]
+        return f"labeled_classes {unknown} are not classes of label system {system.name!r}" if unknown else None
     unknown = [c for c in entry.get("labeled_classes", []) if c not in spec.labels.values()]
     if unknown:
         return (

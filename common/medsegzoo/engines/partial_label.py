@@ -11,7 +11,7 @@
   which counts only the classes each case is labeled for.
 
 Several data sets' datalists are merged into the one datalist a bundle takes with
-:func:`medsegzoo.data.datalist.combine_datalists` (``medsegzoo datalist --combine``).
+:func:`medsegzoo.data.combine.combine_datalists` (``medsegzoo datalist --combine``).
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ class LabeledClassesStep(ObjectiveStep):
     """The universal model's iteration: run only the heads of classes the batch labels.
 
     The label holds ``ignore_value`` in the channels of classes a sample's data set does not
-    label (:class:`~medsegzoo.engines.universal.MaskUnlabeledChannelsd`); the masked loss
+    label (:class:`~medsegzoo.transforms.partial.MaskUnlabeledChannelsd`); the masked loss
     gives those channels no gradient. This step passes the union of the labeled channels of the
     batch as ``classes=`` to the network (``UniversalModel.forward``) and calls
     ``loss(pred, label[:, classes])``: the same loss and gradients as running every head.

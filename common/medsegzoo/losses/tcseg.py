@@ -32,7 +32,7 @@ from monai.losses import DiceCELoss
 from torch import nn
 from torch.nn import functional as F
 
-from medsegzoo.engines.reliability import (
+from medsegzoo.losses.reliability import (
     ReliabilityMasks,
     check_thresholds,
     class_prototypes,

@@ -36,6 +36,7 @@ Parameter counts (1 input channel, 32 classes, with the head; test_networks_univ
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import torch
@@ -45,6 +46,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from medsegzoo.errors import MedSegZooError
+from medsegzoo.networks.text_encoders import load_text_embeddings
+from medsegzoo.networks.weights import load_weights
+from medsegzoo.taxonomy import canonical_name
 
 __all__ = [
     "HEAD_CHANNELS",
@@ -462,3 +466,34 @@ class UniversalModel(nn.Module):
         group = ClassGroup(class_embeddings, class_names).to(next(self.parameters()).device)
         self.groups.append(group)
         return group
+
+
+def extend_universal_model(
+    network: UniversalModel,
+    new_classes: Sequence[str],
+    embedding_file: str | os.PathLike,
+    base_checkpoint: str | os.PathLike | None = None,
+    width: int | None = None,
+) -> UniversalModel:
+    """Load a trained Universal Model and extend it to new classes, freezing the rest.
+
+    Args:
+        network: the base model (same config as it was trained with).
+        new_classes: the classes to add (canonical or synonym names).
+        embedding_file: text embedding cache of exactly the new classes.
+        base_checkpoint: weights of the base model (None: keep ``network`` as it is).
+        width: expected embedding width (None: any).
+
+    Returns:
+        The same object, with one more class group whose parameters alone require grad.
+
+    Raises:
+        DataValidationError: the embedding file's classes/width differ from ``new_classes``.
+        MedSegZooError: a new class the model already predicts.
+    """
+    if base_checkpoint is not None:
+        load_weights(network, base_checkpoint, hint="train the base model first (models/model.pt)")
+    names = [canonical_name(c) for c in new_classes]
+    emb = load_text_embeddings(embedding_file, classes=names, width=width)
+    network.add_classes(emb.embeddings, names, freeze=True)
+    return network

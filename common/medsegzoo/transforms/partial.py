@@ -11,7 +11,7 @@ and MONAI's ``list_data_collate`` stacks it to ``(batch, num_classes)``.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -174,4 +174,62 @@ class ForegroundUniond(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[self.output_key] = self.union(d[key])
+        return d
+
+
+class MaskUnlabeledChannelsd(MapTransform):
+    """Fill the label channels of classes the case does not label with ``ignore_value``.
+
+    Args:
+        keys: multi-hot label key(s) ``(K, *spatial)``.
+        mask_key: key of the ``(K,)`` multi-hot labeled-class tensor
+            (:class:`~medsegzoo.transforms.LabeledClassesMaskd` output).
+        ignore_value: -1 for the training loss; 0 for validation Dice with ``ignore_empty``.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, mask_key: str = "labeled_classes", ignore_value: float = -1.0, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.mask_key = mask_key
+        self.ignore_value = ignore_value
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        labeled = torch.as_tensor(d[self.mask_key]).bool()
+        for key in self.key_iterator(d):
+            label = d[key]
+            if labeled.shape[0] != label.shape[0]:
+                raise DataValidationError(
+                    f"case {d.get('case_id', '?')!r}: {labeled.shape[0]} labeled-class flags for a "
+                    f"{label.shape[0]}-channel label"
+                )
+            out = torch.as_tensor(label).float().clone()  # a MetaTensor keeps its meta data
+            out[~labeled] = self.ignore_value
+            d[key] = out
+        return d
+
+
+class SelectChannelsd(MapTransform):
+    """Keep the channels of named classes from a multi-hot label or labeled-class vector.
+
+    Args:
+        keys: keys of ``(C, ...)`` tensors whose channels follow ``system``'s classes.
+        system: label system of the channels.
+        classes: class names to keep, in output order.
+    """
+
+    def __init__(self, keys: KeysCollection, system: str, classes: Sequence[str], allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        names = get_label_system(system).classes
+        wanted = [canonical_name(c) for c in classes]
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise DataValidationError(f"classes {missing} are not in label system {system!r}")
+        self.index = [names.index(c) for c in wanted]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = d[key][self.index]
         return d

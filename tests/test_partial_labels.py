@@ -1,4 +1,4 @@
-"""Universal Model training glue: partial-label splits, balance, label masking, extension."""
+"""Partial labels: datalist splits and balance (data), label masking (transforms), model extension (networks)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,12 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from medsegzoo.engines.universal import (
-    MaskUnlabeledChannelsd,
-    SelectChannelsd,
-    dataset_balanced_weights,
-    extend_model,
-    load_cases,
-    load_partial_split,
-)
+from medsegzoo.data.partial_labels import dataset_balanced_weights, load_cases, load_partial_split
 from medsegzoo.errors import DataValidationError, MedSegZooError, UnknownNameError
 from medsegzoo.networks.text_encoders import compute_text_embeddings, save_text_embeddings
-from medsegzoo.networks.universal import UniversalModel
+from medsegzoo.networks.universal import UniversalModel, extend_universal_model
+from medsegzoo.networks.weights import StateDictMismatchError
+from medsegzoo.transforms.partial import MaskUnlabeledChannelsd, SelectChannelsd
 
 
 def _datalist(tmp_path, name: str, cases: list[dict]) -> str:
@@ -84,7 +79,7 @@ def test_extend_model_loads_base_and_freezes(tmp_path) -> None:
     new_file = tmp_path / "new.pt"
     save_text_embeddings(compute_text_embeddings(["kidney_left"], "onehot", width=4), new_file)
     fresh = UniversalModel(base_emb.embeddings, backbone="unet", unet_base_channels=4, class_names=base_emb.classes)
-    extended = extend_model(fresh, ["left kidney"], new_file, tmp_path / "model.pt", width=4)
+    extended = extend_universal_model(fresh, ["left kidney"], new_file, tmp_path / "model.pt", width=4)
     x = torch.randn(1, 1, 16, 16, 16)
     base.eval(), extended.eval()
     with torch.no_grad():
@@ -92,9 +87,9 @@ def test_extend_model_loads_base_and_freezes(tmp_path) -> None:
     assert extended.class_names == ("liver", "spleen", "kidney_left")
     assert all(p.requires_grad == (n.startswith("groups.1.")) for n, p in extended.named_parameters())
     with pytest.raises(DataValidationError, match="class list does not match"):
-        extend_model(UniversalModel(base_emb.embeddings, backbone="unet", unet_base_channels=4), ["kidney_right"], new_file)
-    with pytest.raises(DataValidationError, match="checkpoint not found"):
-        extend_model(fresh, ["kidney_left"], new_file, tmp_path / "missing.pt")
+        extend_universal_model(UniversalModel(base_emb.embeddings, backbone="unet", unet_base_channels=4), ["kidney_right"], new_file)
+    with pytest.raises(StateDictMismatchError, match="missing.pt: checkpoint file does not exist"):
+        extend_universal_model(fresh, ["kidney_left"], new_file, tmp_path / "missing.pt")
     with pytest.raises(MedSegZooError):
         save_text_embeddings(compute_text_embeddings(["liver"], "onehot", width=4), tmp_path / "liver.pt")
-        extend_model(extended, ["liver"], tmp_path / "liver.pt")
+        extend_universal_model(extended, ["liver"], tmp_path / "liver.pt")
