@@ -101,3 +101,29 @@ def test_ckpt_export_cli(tmp_path: Path) -> None:
     image = torch.rand(1, 1, *patch)
     with torch.no_grad():
         assert max_abs_difference(load_bundle_network(root, INFER, ckpt_file=ckpt)(image), scripted(image)) < TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tct_partial_label_segmentation", "tcseg_semi_supervised_segmentation"])
+def test_scripted_export_as_the_model_zoo_checks_it(name: str, tmp_path: Path) -> None:
+    """The zoo's TorchScript check: ``ckpt_export`` of ``network_def`` from inference.json alone,
+    scripted (no tracing), loading the bare state dict ``models/model.pt``."""
+    from monai.bundle import ckpt_export
+    from zoo_utils import bake_overrides
+
+    root = tmp_path / name
+    shutil.copytree(bundle_dir(name) / "configs", root / "configs")
+    bake_overrides(root)  # a smoke-scale network described by inference.json alone
+    (root / "models").mkdir()
+    torch.manual_seed(0)
+    eager = load_bundle_network(root, ["inference.json"])
+    torch.save(eager.state_dict(), root / "models" / "model.pt")
+    ts_file = root / "models" / "verify_model.ts"
+    ckpt_export(net_id="network_def", filepath=str(ts_file), ckpt_file=str(root / "models" / "model.pt"),
+                meta_file=str(root / "configs" / "metadata.json"), config_file=str(root / "configs" / "inference.json"),
+                bundle_root=str(root))
+    scripted = torch.jit.load(str(ts_file))
+    patch = json.loads((root / "configs" / "inference.json").read_text())["patch_size"]
+    image = torch.rand(2, 1, *patch)
+    with torch.no_grad():
+        assert max_abs_difference(eager(image), scripted(image)) < TOLERANCE
