@@ -118,7 +118,8 @@ def run_demo(demo: DemoRun, recipe: CpuRecipe, repo: Path, out: Path, steps: Ste
 
 
 def _overlay(image: Path, label: Path, png: Path, labels: str) -> bool:
-    from medsegzoo.inference.overlay import save_overlay_png  # matplotlib: only when a figure is drawn
+    # matplotlib is imported only when a figure is drawn
+    from medsegzoo.inference.overlay import save_overlay_png
 
     if not label.is_file():
         return False

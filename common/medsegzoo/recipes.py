@@ -18,6 +18,8 @@ from typing import Any
 
 from medsegzoo.bundle_runs import BundleRun, run_in_subprocess
 from medsegzoo.data.phantom_sets import make_phantom_set
+from medsegzoo.errors import UnknownNameError
+from medsegzoo.taxonomy import get_label_system
 
 __all__ = ["CPU_RECIPES", "CpuRecipe", "PhantomSet", "get_recipe", "prepare_recipe_data", "text_embeddings_writer"]
 
@@ -72,8 +74,6 @@ def text_embeddings_writer(
             overrides["class_names"] = names
         run_in_subprocess(BundleRun(bundle, ["text_embeddings.json"], overrides, run_id="text_embeddings"),
                           env={"HF_HUB_OFFLINE": "1"})
-        from medsegzoo.taxonomy import get_label_system  # only the universal model's recipes need it
-
         count = len(names) if names is not None else len(get_label_system("universal32").classes)
         extra: dict[str, Any] = {"text_embedding_width": 384 if chosen == "minilm" else count}
         if names is not None:
@@ -180,7 +180,6 @@ def get_recipe(bundle: str) -> CpuRecipe:
         return CPU_RECIPES[bundle]
     matches = [name for name in CPU_RECIPES if name.startswith(bundle)]
     if len(matches) != 1:
-        from medsegzoo.errors import UnknownNameError
 
         raise UnknownNameError(f"no CPU recipe for {bundle!r}; bundles: {', '.join(CPU_RECIPES)}")
     return CPU_RECIPES[matches[0]]

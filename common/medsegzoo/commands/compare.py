@@ -26,7 +26,12 @@ from typing import Any
 
 import pandas as pd
 
+from medsegzoo.commands.evaluate import engine_options
 from medsegzoo.errors import DataValidationError
+from medsegzoo.evaluation.cases import evaluate_cases
+from medsegzoo.evaluation.conventions import tolerance_notes
+from medsegzoo.evaluation.protocols.touchstone import touchstone_protocol
+from medsegzoo.evaluation.reports import report_folder, write_report
 
 HELP = "compare several algorithms on the same cases (Touchstone statistics)"
 
@@ -109,9 +114,6 @@ def evaluate_folder(name: str, pred_dir: Path, args: argparse.Namespace, metrics
     """
     if not args.gt or not args.labels:
         raise DataValidationError(f"algorithm {name!r}: {pred_dir} is a prediction folder; --gt and --labels are needed to score it")
-    from medsegzoo.commands.evaluate import engine_options
-    from medsegzoo.evaluation.conventions import tolerance_notes
-    from medsegzoo.evaluation.cases import evaluate_cases
 
     print(f"scoring {name}: {pred_dir}", file=sys.stderr)
     result = evaluate_cases(
@@ -180,7 +182,6 @@ def join_metadata(table: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, list[s
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and write the report; returns the exit code."""
-    from medsegzoo.evaluation.reports import report_folder
 
     specs = [parse_algorithm(s) for s in args.algorithms]
     names = [n for n, _ in specs]
@@ -199,8 +200,6 @@ def run(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace, specs: list[tuple[str, Path]], names: list[str], staging: Path) -> tuple[Any, int]:
     """Score, align, test and write the report into ``staging``; returns the Touchstone result
     and the number of files written."""
-    from medsegzoo.evaluation.protocols.touchstone import touchstone_protocol
-    from medsegzoo.evaluation.reports import write_report
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     tables: dict[str, pd.DataFrame] = {}
@@ -252,7 +251,7 @@ def _print_summary(result, out: Path, n_files: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``compare`` without the ``medsegzoo`` dispatcher (for ``python -m``), with its error handling."""
-    from medsegzoo.cli import main as cli_main
+    from medsegzoo.cli import main as cli_main  # the dispatcher sits above every command module
 
     return cli_main(["compare", *(sys.argv[1:] if argv is None else argv)])
 

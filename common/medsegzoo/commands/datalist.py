@@ -32,6 +32,13 @@ import sys
 from collections import Counter
 from typing import Any
 
+from medsegzoo.data.combine import combine_datalists
+from medsegzoo.data.datalist import SPLIT_KEYS, load_datalist
+from medsegzoo.data.readers import _READERS, build_datalist, write_datalist
+from medsegzoo.data.validation import DEFAULT_AFFINE_TOL, validate_datalist
+from medsegzoo.taxonomy import get_dataset
+from medsegzoo.utils.atomic import check_output_path
+
 HELP = "build a MONAI datalist JSON from a data set folder in its public layout"
 
 
@@ -102,7 +109,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _validation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    from medsegzoo.data.validation import DEFAULT_AFFINE_TOL
 
     return {
         "affine_tol": DEFAULT_AFFINE_TOL if args.affine_tol is None else args.affine_tol,
@@ -111,7 +117,6 @@ def _validation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_layouts() -> int:
-    from medsegzoo.data.readers import _READERS
 
     for name, reader in _READERS.items():
         print(f"{name:18s} {reader.title}: {reader.expected}")
@@ -122,7 +127,6 @@ def _print_layouts() -> int:
 
 
 def _summary(datalist: dict[str, Any]) -> str:
-    from medsegzoo.data.datalist import SPLIT_KEYS
 
     counts = ", ".join(f"{k} {len(datalist.get(k, []))}" for k in SPLIT_KEYS if datalist.get(k))
     datasets = Counter(e["dataset"] for k in SPLIT_KEYS for e in datalist.get(k, []))
@@ -151,8 +155,6 @@ def _summary(datalist: dict[str, Any]) -> str:
 
 def _incomplete_mask_cases(datalist: dict[str, Any]) -> list[tuple[str, list[str]]]:
     """(case id, classes of its data set without a mask file) of per-class-mask cases."""
-    from medsegzoo.data.datalist import SPLIT_KEYS
-    from medsegzoo.taxonomy import get_dataset
 
     out = []
     for key in SPLIT_KEYS:
@@ -166,8 +168,6 @@ def _incomplete_mask_cases(datalist: dict[str, Any]) -> list[tuple[str, list[str
 
 
 def _combine(args: argparse.Namespace) -> int:
-    from medsegzoo.data.combine import combine_datalists
-    from medsegzoo.data.datalist import load_datalist
 
     if not args.dataset_dir or not args.out:
         print("medsegzoo datalist: error: --combine needs --dataset-dir and --out", file=sys.stderr)
@@ -181,8 +181,6 @@ def _combine(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code (errors are raised as MedSegZooError)."""
-    from medsegzoo.data.validation import validate_datalist
-    from medsegzoo.utils.atomic import check_output_path
 
     if args.list_layouts:
         return _print_layouts()
@@ -206,7 +204,6 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
 
-    from medsegzoo.data.readers import build_datalist, write_datalist
 
     datalist = build_datalist(
         args.layout,

@@ -32,6 +32,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from medsegzoo.evaluation.cases import evaluate_cases
+from medsegzoo.evaluation.conventions import defaulted_classes, tolerance_notes
+from medsegzoo.evaluation.reports import report_folder, write_report
+from medsegzoo.utils import atomic_write_json
+
 HELP = "score predictions against ground truth (DSC, NSD, HD95, ASSD) and write a report"
 
 
@@ -83,7 +88,6 @@ def _print_summary(table: Any, metrics: list[str]) -> None:
 def tolerance_fields(settings: Any) -> dict[str, Any]:
     """The NSD tolerance entries of ``evaluation.json``: per class, where they come from, and
     which classes took the table's default (the convention's general tolerance)."""
-    from medsegzoo.evaluation.conventions import defaulted_classes
 
     table = settings.tolerances_mm
     if table is None:
@@ -99,10 +103,6 @@ def tolerance_fields(settings: Any) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, write the report and print the per-class means; returns the exit code."""
-    from medsegzoo.evaluation.conventions import tolerance_notes
-    from medsegzoo.evaluation.cases import evaluate_cases
-    from medsegzoo.evaluation.reports import report_folder, write_report
-    from medsegzoo.utils import atomic_write_json
 
     metrics = [m.strip().lower() for m in args.metrics.split(",") if m.strip()]
     out = Path(args.out)

@@ -33,6 +33,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from medsegzoo.bundle_runs import BundleRun, parse_bundle
+from medsegzoo.errors import DataValidationError, MedSegZooError
+from medsegzoo.networks.published import (
+    FAMILY_TITLES,
+    convert_published,
+    network_family,
+    read_text_embedding_file,
+)
+from medsegzoo.networks.stunet import STUNET_SIZES
+from medsegzoo.networks.text_encoders import (
+    TextEmbeddings,
+    load_text_embeddings,
+    save_text_embeddings,
+)
+from medsegzoo.networks.weights import compare_state_dicts, mismatch_error, read_checkpoint
+from medsegzoo.utils.atomic import atomic_path, check_output_path
+from medsegzoo.zoo.pack import file_digest
+
 HELP = "turn the authors' published checkpoints into a bundle's inference weights (models/model.pt), strictly"
 
 # shown in full up to this many, then counted
@@ -144,7 +162,6 @@ def parse_override(text: str) -> tuple[str, Any]:
     Raises:
         DataValidationError: no ``=``.
     """
-    from medsegzoo.errors import DataValidationError
 
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -163,7 +180,6 @@ def _build_network(parser: Any, where: str) -> Any:
     """
     import torch
 
-    from medsegzoo.errors import MedSegZooError
 
     # any failure on meta: build it for real below, which reports a genuine error
     with contextlib.suppress(Exception), torch.device("meta"):
@@ -178,7 +194,6 @@ def _build_network(parser: Any, where: str) -> Any:
 
 def _stunet_hint(state: Mapping[str, Any], parser: Any) -> str:
     """The overrides that would make the bundle's STU-Net fit a checkpoint, when they can be read off it."""
-    from medsegzoo.networks.stunet import STUNET_SIZES
 
     first, head = state.get("conv_blocks_context.0.0.conv1.weight"), state.get("seg_outputs.0.weight")
     if first is None or head is None:
@@ -214,7 +229,6 @@ class _Embeddings:
 
     def save(self, path: Path) -> None:
         """Write them in this package's embedding file format."""
-        from medsegzoo.networks.text_encoders import TextEmbeddings, save_text_embeddings
 
         save_text_embeddings(TextEmbeddings(self.classes, self.vectors, self.encoder, self.prompt), path)
 
@@ -228,9 +242,6 @@ def _universal_embeddings(parser: Any, state: Mapping[str, Any], checkpoint: Pat
     """
     import torch
 
-    from medsegzoo.errors import DataValidationError
-    from medsegzoo.networks.published import read_text_embedding_file
-    from medsegzoo.networks.text_encoders import load_text_embeddings
 
     classes = tuple(parser.get_parsed_content("class_names"))
     width = parser.get_parsed_content("text_embedding_width")
@@ -275,7 +286,6 @@ def _universal_embeddings(parser: Any, state: Mapping[str, Any], checkpoint: Pat
 
 
 def _format_of(content: Any, family: str) -> str:
-    from medsegzoo.networks.published import FAMILY_TITLES
 
     where = {
         "state_dict": "weights under 'state_dict' (nnU-Net v1 .model layout)",
@@ -316,11 +326,6 @@ def import_weights(
     """
     import torch
 
-    from medsegzoo.errors import MedSegZooError
-    from medsegzoo.networks.published import convert_published, network_family
-    from medsegzoo.networks.weights import compare_state_dicts, mismatch_error, read_checkpoint
-    from medsegzoo.utils.atomic import atomic_path, check_output_path
-    from medsegzoo.zoo.pack import file_digest
 
     bundle, checkpoint = Path(bundle), Path(checkpoint)
     meta_file = bundle / "configs" / "metadata.json"
@@ -383,8 +388,6 @@ def _bundle_network(
 ) -> tuple[Any, Any, _Embeddings | None]:
     """The network inference.json builds with the overrides, its parsed config, and (universal
     model) the class embeddings decided for it."""
-    from medsegzoo.bundle_runs import BundleRun, parse_bundle
-    from medsegzoo.errors import MedSegZooError
 
     run = BundleRun(bundle, ["inference.json"], overrides)
     parser = parse_bundle(run)
@@ -419,7 +422,6 @@ def _metadata_entry(
     embeddings: _Embeddings | None,
 ) -> dict[str, Any]:
     """The ``imported_weights`` entry of the bundle's metadata."""
-    from medsegzoo.zoo.pack import file_digest
 
     entry: dict[str, Any] = {
         "source": checkpoint.name,
@@ -446,7 +448,6 @@ def _relative(path: Path, bundle: Path) -> str:
 
 
 def _read_metadata(path: Path) -> dict[str, Any]:
-    from medsegzoo.errors import DataValidationError
 
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))

@@ -20,6 +20,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from medsegzoo.data.phantoms.layouts import list_phantom_layouts, write_phantom_dataset
+from medsegzoo.errors import MedSegZooError
+
 HELP = "write synthetic CT/MR phantoms in a public data set layout"
 
 
@@ -79,8 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code."""
-    from medsegzoo.data.phantoms.layouts import list_phantom_layouts, write_phantom_dataset
-    from medsegzoo.errors import MedSegZooError
 
     if args.list_layouts:
         print("\n".join(list_phantom_layouts()))

@@ -33,6 +33,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from medsegzoo.zoo.download import download_bundle
+from medsegzoo.zoo.pack import INDEX_NAME, pack_zoo
+from medsegzoo.zoo.serve import make_server
+from medsegzoo.zoo.wheel import is_project
+
 HELP = "pack bundles into reproducible zips + index, serve a zoo on 127.0.0.1, download with checksum"
 
 
@@ -73,8 +78,6 @@ def run(args: argparse.Namespace) -> int:
     if args.zoo_command == "pack":
         from pathlib import Path
 
-        from medsegzoo.zoo.pack import INDEX_NAME, pack_zoo
-        from medsegzoo.zoo.wheel import is_project
 
         project = args.project
         if project is None and not args.no_wheel:
@@ -87,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.out}/{INDEX_NAME}")
         return 0
     if args.zoo_command == "serve":
-        from medsegzoo.zoo.serve import make_server
 
         server = make_server(args.directory, args.port)
         host, port = server.server_address[:2]
@@ -100,7 +102,6 @@ def run(args: argparse.Namespace) -> int:
         finally:
             server.server_close()
         return 0
-    from medsegzoo.zoo.download import download_bundle
 
     target = download_bundle(args.name, args.index, args.bundle_dir, version=args.version, force=args.force)
     print(target, file=sys.stdout)

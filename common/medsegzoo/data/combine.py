@@ -12,7 +12,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from medsegzoo.data.datalist import SPLIT_KEYS, load_datalist, new_datalist, resolve_base_dir, save_datalist
+from medsegzoo.data.datalist import (
+    SPLIT_KEYS,
+    load_datalist,
+    new_datalist,
+    resolve_base_dir,
+    save_datalist,
+)
 from medsegzoo.data.validation import validate_datalist
 from medsegzoo.errors import DataValidationError
 

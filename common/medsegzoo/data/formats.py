@@ -16,13 +16,13 @@ The public layouts also distribute volumes that are not NIfTI:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from medsegzoo.data.io import NIFTI_SUFFIXES, is_nifti, reading
+from medsegzoo.data.io import NIFTI_SUFFIXES, dicom_series_files, is_nifti, load_volume, reading
 from medsegzoo.errors import DataValidationError
 
 __all__ = ["NIFTI_SUFFIXES", "Volume", "is_nifti", "read_png_stack", "read_volume"]
@@ -124,7 +124,6 @@ def _read_h5(path: Path, field: str, voxels: bool) -> Volume:
 
 def _read_with_io(path: Path) -> Volume:
     """DICOM series and any other ITK format, through the package's image I/O module."""
-    from medsegzoo.data.io import load_volume
 
     array, affine, _ = load_volume(path)
     array = np.asarray(array)
@@ -155,7 +154,6 @@ def read_png_stack(folder: str | os.PathLike, reference: str | os.PathLike | Non
     """
     from PIL import Image
 
-    from medsegzoo.data.io import dicom_series_files
 
     folder = Path(folder)
     if reference is None:

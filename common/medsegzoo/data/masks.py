@@ -22,6 +22,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage, MapTransform, Transform
 
 from medsegzoo.errors import DataValidationError, UnknownNameError
+from medsegzoo.taxonomy import get_dataset
 
 __all__ = ["LoadMasks", "LoadMasksd"]
 
@@ -53,7 +54,6 @@ class LoadMasks(Transform):
             UnknownNameError: a class the data set does not label, or no data set given.
             DataValidationError: no masks, or masks of different shapes (message names the file).
         """
-        from medsegzoo.taxonomy import get_dataset
 
         name = dataset or self.dataset
         if name is None:

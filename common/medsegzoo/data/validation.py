@@ -48,6 +48,15 @@ from medsegzoo.data.datalist import (
 )
 from medsegzoo.data.formats import Volume, is_nifti, read_volume
 from medsegzoo.errors import DataValidationError, MedSegZooError
+from medsegzoo.taxonomy import (
+    canonical_name,
+    get_dataset,
+    get_label_system,
+    labeled_classes,
+    resolve_class,
+    side_parts,
+    validate_label_values,
+)
 
 __all__ = [
     "MULTI_CHANNEL_DATASETS",
@@ -348,7 +357,6 @@ def _nifti_truncation_problem(path: Path) -> str | None:
 
 def _dataset_problem(entry: Mapping[str, Any]) -> str | None:
     """Unknown data set or labeled classes the data set does not have."""
-    from medsegzoo.taxonomy import get_dataset, get_label_system
 
     try:
         spec = get_dataset(entry["dataset"])
@@ -375,7 +383,6 @@ def _dataset_problem(entry: Mapping[str, Any]) -> str | None:
 
 
 def _label_values_problem(array: np.ndarray, dataset: str, path: Path) -> str | None:
-    from medsegzoo.taxonomy import validate_label_values
 
     try:
         validate_label_values(array, dataset, context=str(path))
@@ -579,7 +586,6 @@ def covered_classes(names: Iterable[str], system: str) -> list[str]:
     Raises:
         UnknownNameError: an unknown class or label system name.
     """
-    from medsegzoo.taxonomy import canonical_name, get_label_system, resolve_class, side_parts
 
     classes = get_label_system(system).classes
     targets = frozenset(classes)
@@ -598,7 +604,6 @@ def _training_problems(
 ) -> list[Problem]:
     """What makes a checked datalist unusable for training beyond its files: an empty first
     split, labeled-split cases without a label, cases that label none of the system's classes."""
-    from medsegzoo.taxonomy import labeled_classes
 
     problems: list[Problem] = []
     if not checked.datalist.get(keys[0]):
@@ -674,7 +679,6 @@ def check_training_datalist(
         UnknownNameError: an unknown label system (a config error).
     """
     if label_system is not None:
-        from medsegzoo.taxonomy import get_label_system
 
         get_label_system(label_system)
     keys = list(keys)

@@ -56,8 +56,10 @@ import pandas as pd
 
 from medsegzoo.data.datalist import load_split
 from medsegzoo.data.predictions import prediction_path
-from medsegzoo.evaluation.scoring import score_predictions
 from medsegzoo.errors import DataValidationError, MedSegZooError, UnknownNameError
+from medsegzoo.evaluation.protocols.aeval import aeval_protocol
+from medsegzoo.evaluation.reports import write_csv, write_report
+from medsegzoo.evaluation.scoring import score_predictions
 from medsegzoo.taxonomy import convert_label_map, get_label_system, labeled_classes, side_parts
 from medsegzoo.utils import atomic_path, atomic_write_json
 
@@ -396,8 +398,6 @@ class ProtocolRunner:
     # ---- the matrix ------------------------------------------------------------------------
     def report(self, title: str) -> Any:
         """Write the A-Eval report of every evaluation run so far; returns the A-Eval result."""
-        from medsegzoo.evaluation.protocols.aeval import aeval_protocol
-        from medsegzoo.evaluation.reports import write_csv, write_report
 
         if not self.tables:
             raise MedSegZooError("no evaluation was run; nothing to report")

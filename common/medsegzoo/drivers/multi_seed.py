@@ -33,7 +33,11 @@ import pandas as pd
 from medsegzoo.bundle_runs import BundleRun, parse_bundle, run_in_subprocess
 from medsegzoo.data.datalist import load_datalist
 from medsegzoo.errors import MedSegZooError
-from medsegzoo.evaluation.protocols.multirun import MultiRunSummary, multirun_summary, runs_from_tables
+from medsegzoo.evaluation.protocols.multirun import (
+    MultiRunSummary,
+    multirun_summary,
+    runs_from_tables,
+)
 from medsegzoo.evaluation.scoring import score_predictions
 from medsegzoo.utils import atomic_write_text
 

@@ -38,10 +38,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medsegzoo.data.datalist import LABELED_SPLITS, load_datalist, load_split
 from medsegzoo.data.formats import read_volume
 from medsegzoo.errors import DataValidationError, LayoutError, UnknownNameError
-from medsegzoo.evaluation.conventions import EmptyMaskConvention, default_tolerances, get_convention, get_tolerances
+from medsegzoo.evaluation.conventions import (
+    EmptyMaskConvention,
+    default_tolerances,
+    get_convention,
+    get_tolerances,
+)
 from medsegzoo.evaluation.metrics import METRICS, compute_case_metrics, label_bounding_boxes
+from medsegzoo.taxonomy import (
+    canonical_name,
+    convert_label_map,
+    get_label_system,
+    labeled_classes,
+    resolve_class,
+    side_parts,
+)
 
 __all__ = [
     "LABEL_SUFFIXES",
@@ -203,7 +217,6 @@ def _label_stem(name: str) -> str | None:
 
 def _mask_files(folder: Path) -> dict[str, str]:
     """Canonical class -> mask file of a ``segmentations`` folder (unknown stems ignored)."""
-    from medsegzoo.taxonomy import canonical_name
 
     masks: dict[str, str] = {}
     for path in sorted(folder.iterdir()):
@@ -277,7 +290,6 @@ def cases_from_datalist(
     Raises:
         DataValidationError: malformed datalist, a case id twice, no labeled entry.
     """
-    from medsegzoo.data.datalist import LABELED_SPLITS, load_datalist, load_split
 
     datalist = load_datalist(path)
     keys = [split] if split else [k for k in LABELED_SPLITS if datalist.get(k)]
@@ -435,7 +447,6 @@ def _binary_mask(volume: _Volume, name: str) -> np.ndarray:
 
 def _scored_classes(gt: CaseSource, system: Any) -> list[str]:
     """The system's classes that the ground truth labels, in the system's order."""
-    from medsegzoo.taxonomy import canonical_name, labeled_classes, resolve_class, side_parts
 
     target = set(system.classes)
     if gt.masks is not None:
@@ -457,7 +468,10 @@ def _scored_classes(gt: CaseSource, system: Any) -> list[str]:
 
 
 def _has_value_aliases(name: str) -> bool:
-    from medsegzoo.taxonomy.datasets import get_dataset, resolve_dataset_name  # taxonomy: loaded on use, as above
+    from medsegzoo.taxonomy.datasets import (  # taxonomy: loaded on use, as above
+        get_dataset,
+        resolve_dataset_name,
+    )
 
     key = resolve_dataset_name(name)
     return key is not None and bool(get_dataset(key).value_aliases)
@@ -467,7 +481,6 @@ class _LabelSide:
     """One side given as a label map: read, converted to the system, values checked, boxes found."""
 
     def __init__(self, source: CaseSource, system: Any, role: str) -> None:
-        from medsegzoo.taxonomy import convert_label_map, get_label_system
 
         assert source.label is not None
         self.reference = _read(source.label, spacing=source.spacing)
@@ -492,7 +505,6 @@ class _MaskSide:
     """One side given as per-class mask files, read one class at a time (bounded memory)."""
 
     def __init__(self, source: CaseSource, classes: Sequence[str]) -> None:
-        from medsegzoo.taxonomy import canonical_name
 
         self.files = {canonical_name(k): v for k, v in (source.masks or {}).items()}
         missing = [c for c in classes if c not in self.files]
@@ -701,7 +713,6 @@ def evaluate_cases(
     Raises:
         DataValidationError, LayoutError, UnknownNameError: bad input, with the file named.
     """
-    from medsegzoo.taxonomy import get_label_system
 
     system = get_label_system(labels)
     conv = get_convention(convention)

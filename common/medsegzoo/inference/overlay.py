@@ -24,6 +24,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
 from medsegzoo.errors import DataValidationError
+from medsegzoo.taxonomy import get_label_system
 from medsegzoo.utils import atomic_path
 
 __all__ = ["CT_SOFT_TISSUE_WINDOW_HU", "axial_centre_slice", "display_window", "save_overlay_png"]
@@ -80,8 +81,6 @@ def display_window(image: np.ndarray) -> tuple[float, float]:
 
 def _legend_names(class_names: Mapping[int, str] | Sequence[str] | None, labels: str | None) -> dict[int, str]:
     if labels is not None:
-        from medsegzoo.taxonomy import get_label_system
-
         return {int(v): n.replace("_", " ") for v, n in get_label_system(labels).labels.items()}
     if isinstance(class_names, Mapping):
         return {int(v): str(n) for v, n in class_names.items()}

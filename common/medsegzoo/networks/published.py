@@ -48,6 +48,8 @@ from monai.networks.nets.swin_unetr import PatchMerging
 from torch import nn
 
 from medsegzoo.errors import DataValidationError, MedSegZooError
+from medsegzoo.networks.text_encoders import load_text_embeddings
+from medsegzoo.networks.universal import UniversalModel
 
 __all__ = [
     "FAMILIES",
@@ -212,7 +214,6 @@ def official_universal_model(*args: object, **kwargs: object) -> nn.Module:
     ``medsegzoo.networks.published.official_universal_model``. Only the Swin UNETR backbone
     changes (the U-Net has no patch merging).
     """
-    from medsegzoo.networks.universal import UniversalModel
 
     return use_legacy_patch_merging(UniversalModel(*args, **kwargs))
 
@@ -416,7 +417,6 @@ def read_text_embedding_file(
         DataValidationError: unreadable file, not an embedding file, or a class count or width
             that differs from the bundle's (the message names the file and both shapes).
     """
-    from medsegzoo.networks.text_encoders import load_text_embeddings
 
     path = Path(path)
     if not path.is_file():

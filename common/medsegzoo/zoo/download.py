@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from medsegzoo.errors import DataValidationError, LayoutError, MedSegZooError
+from medsegzoo.utils import atomic_path
 from medsegzoo.utils.atomic import atomic_dir
 from medsegzoo.zoo.index import IndexEntry, open_location, read_index, resolve_entry
-from medsegzoo.zoo.pack import BLOCK_BYTES, index_key
+from medsegzoo.zoo.pack import BLOCK_BYTES, file_digest, index_key
 
 
 def _is_link(info: zipfile.ZipInfo) -> bool:
@@ -191,8 +192,6 @@ def fetch_large_files(bundle_root: str | os.PathLike, label: str | None = None) 
         DataValidationError: see :func:`read_large_files`; a download failed or its hash differs
             (the message names the URL and the file; nothing is left of it).
     """
-    from medsegzoo.utils import atomic_path
-    from medsegzoo.zoo.pack import file_digest
 
     root = Path(bundle_root)
     done = []

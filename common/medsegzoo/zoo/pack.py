@@ -48,6 +48,7 @@ from packaging.version import InvalidVersion, Version
 from medsegzoo.errors import DataValidationError, LayoutError, UnknownNameError
 from medsegzoo.utils import atomic_path, atomic_write_json, atomic_write_text
 from medsegzoo.utils.atomic import check_output_path
+from medsegzoo.zoo.environment import PROJECT, stamp_versions
 
 INDEX_NAME = "model_info.json"
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can store
@@ -328,8 +329,6 @@ def plan_bundle(
             ``large_files.yml`` in the bundle folder; a package the metadata names that is
             not installed here.
     """
-    from medsegzoo.zoo.environment import PROJECT, stamp_versions
-
     bundle_dir = Path(bundle_dir)
     name = bundle_dir.resolve().name
     meta = read_bundle_metadata(bundle_dir)
@@ -468,7 +467,7 @@ def pack_zoo(
         UnknownNameError: a requested name is not a bundle folder (the message lists them).
         MedSegZooError: the wheel could not be built.
     """
-    from medsegzoo.zoo.wheel import PROJECT_NAME, build_wheel, is_project
+    from medsegzoo.zoo.wheel import PROJECT_NAME, build_wheel, is_project  # wheel imports pack
 
     bundles = find_bundles(bundles_dir)
     if names:
@@ -537,7 +536,7 @@ def _remove_temporaries(out: Path) -> None:
     """Remove what a killed pack left (called under the zoo lock: no live pack is writing)."""
     if os.name != "posix":
         return  # no lock there (see _locked): a live pack's temporaries may be among them
-    from medsegzoo.zoo.wheel import PACKAGES_DIR
+    from medsegzoo.zoo.wheel import PACKAGES_DIR  # wheel imports pack
 
     for path in out.iterdir():
         if _TEMPORARY.fullmatch(path.name) and path.is_file():

@@ -162,7 +162,7 @@ def write_find_links_page(packages: str | os.PathLike) -> Path:
     Returns:
         The page.
     """
-    from medsegzoo.zoo.pack import PUBLISHED_MODE, file_digest
+    from medsegzoo.zoo.pack import PUBLISHED_MODE, file_digest  # pack imports this module
 
     folder = Path(packages)
     lines = ["<!DOCTYPE html>", "<html><body>"]

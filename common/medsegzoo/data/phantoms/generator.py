@@ -22,6 +22,7 @@ from medsegzoo.data.phantoms.anatomy import (
     BRAIN_SEQUENCES,
     LA_CLASSES,
     LA_MR,
+    LESION_HOSTS,
     STRUCTURE_HOSTS,
     TISSUES,
     BodyFrame,
@@ -34,6 +35,7 @@ from medsegzoo.data.phantoms.anatomy import (
 )
 from medsegzoo.data.phantoms.sites import PHASES, Site, acquire, get_site, site_grid
 from medsegzoo.errors import MedSegZooError, UnknownNameError
+from medsegzoo.taxonomy import get_label_system, resolve_class, side_parts
 
 __all__ = ["ANATOMIES", "DEFAULT_LESIONS", "Phantom", "make_phantom"]
 
@@ -102,7 +104,6 @@ class Phantom:
         Returns:
             Label map of the target's values (uint8, or uint16 above 255).
         """
-        from medsegzoo.taxonomy import get_label_system
 
         system = get_label_system(target)
         lut = np.zeros(len(self.classes) + 1, dtype=np.uint16)
@@ -126,7 +127,6 @@ def _side(name: str, hosts: dict[str, str]) -> str | None:
 
 def _target_value(name: str, system: Any, source: frozenset[str], hosts: dict[str, str]) -> int:
     """Value of phantom class ``name`` in ``system`` (0 = background)."""
-    from medsegzoo.taxonomy import resolve_class, side_parts
 
     targets = frozenset(system.classes)
     current: str | None = name
@@ -190,7 +190,6 @@ def make_phantom(
         MedSegZooError: bad size, seed, site, modality or probability.
         UnknownNameError: unknown anatomy or lesion kind.
     """
-    from medsegzoo.data.phantoms.anatomy import LESION_HOSTS
 
     if anatomy not in ANATOMIES:
         raise UnknownNameError(

@@ -71,6 +71,7 @@ from medsegzoo.data.io import save_dicom_series, save_volume
 from medsegzoo.data.phantoms.generator import DEFAULT_LESIONS, Phantom, make_phantom
 from medsegzoo.data.phantoms.sites import Site, get_site, to_orientation
 from medsegzoo.errors import MedSegZooError, UnknownNameError
+from medsegzoo.taxonomy import get_dataset
 from medsegzoo.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["LAYOUTS", "LayoutSpec", "list_phantom_layouts", "write_phantom_dataset"]
@@ -249,7 +250,6 @@ def _split_counts(n: int, shares: Sequence[float]) -> list[int]:
 
 def _labels_json(dataset: str) -> dict[str, str]:
     """``{"0": "background", "1": <class>, ...}`` from the taxonomy."""
-    from medsegzoo.taxonomy import get_dataset
 
     spec = get_dataset(dataset)
     return {"0": "background", **{str(v): spec.labels[v] for v in sorted(spec.labels)}}
@@ -468,7 +468,6 @@ def _write_flare22(ctx: LayoutContext) -> Path:
 
 def _write_mask_folders(ctx: LayoutContext) -> Path:
     """Per-class masks (TotalSegmentator, AbdomenAtlas): one binary file per class of the set."""
-    from medsegzoo.taxonomy import get_dataset
 
     spec = get_dataset(ctx.spec.dataset)
     root = ctx.out
@@ -598,7 +597,6 @@ _CHAOS_IDS = {
 def _write_chaos(ctx: LayoutContext) -> Path:
     from PIL import Image
 
-    from medsegzoo.taxonomy import get_dataset
 
     spec = get_dataset(ctx.spec.dataset)
     modality = "MR" if spec.modality == "MR" else "CT"

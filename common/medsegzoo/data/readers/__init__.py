@@ -60,6 +60,7 @@ from medsegzoo.data.readers.pancreas_ct import PancreasCTReader
 from medsegzoo.data.readers.totalsegmentator import TotalSegmentatorReader
 from medsegzoo.data.readers.word import WORDReader
 from medsegzoo.errors import DataValidationError, LayoutError, UnknownNameError
+from medsegzoo.taxonomy import get_dataset
 
 __all__ = [
     "LayoutReader",
@@ -300,7 +301,6 @@ def _check_files_exist(cases: list[ScannedCase], top: Path) -> None:
 
 
 def _entry(case: ScannedCase, root: Path, key: str) -> dict[str, Any]:
-    from medsegzoo.taxonomy import get_dataset
 
     spec = get_dataset(case.dataset)
     keep_labels = (

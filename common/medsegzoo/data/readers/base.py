@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from medsegzoo.errors import LayoutError
+from medsegzoo.taxonomy import get_dataset
 
 __all__ = [
     "NIFTI_RE",
@@ -293,7 +294,6 @@ def choose_mask_dataset(stems: set[str], candidates: tuple[str, ...], where: Pat
     Raises:
         LayoutError: no candidate names every stem; the message lists the unknown ones.
     """
-    from medsegzoo.taxonomy import get_dataset
 
     unknown_per: dict[str, set[str]] = {}
     for name in candidates:
@@ -329,7 +329,6 @@ def mask_folder_case(
         The case, its masks keyed by canonical class; ``labeled_classes`` are the classes
         whose mask file exists (a partial download labels fewer classes).
     """
-    from medsegzoo.taxonomy import get_dataset
 
     spec = get_dataset(dataset)
     stem_to_class = {stem: cls for cls, stem in spec.mask_files.items()}

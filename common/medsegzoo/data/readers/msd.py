@@ -15,6 +15,7 @@ from typing import Any
 
 from medsegzoo.data.readers.base import LayoutReader, ScannedCase, paired_folder_cases, strip_nifti
 from medsegzoo.errors import LayoutError, MedSegZooError
+from medsegzoo.taxonomy import get_dataset
 
 
 class MSDReader(LayoutReader):
@@ -59,7 +60,6 @@ class MSDReader(LayoutReader):
 
     def _task(self, folder: Path) -> str | None:
         """MSD data set name from the folder name (Task09_Spleen) or dataset.json's name."""
-        from medsegzoo.taxonomy import get_dataset
 
         try:
             name = str(self._read_json(folder).get("name", ""))
@@ -75,7 +75,6 @@ class MSDReader(LayoutReader):
         return None
 
     def scan(self, root: Path) -> list[ScannedCase]:
-        from medsegzoo.taxonomy import get_dataset
 
         data = self._read_json(root)
         task = self._task(root)
