@@ -20,7 +20,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-
 from medsegzoo.data.datalist import (
     load_datalist,
     resolve_base_dir,

@@ -27,7 +27,13 @@ import pandas as pd
 
 from medsegzoo.data.predictions import prediction_path
 from medsegzoo.errors import DataValidationError, UnknownNameError
-from medsegzoo.evaluation.cases import CasePair, CaseSource, EvaluationSettings, cases_from_datalist, evaluate_pairs
+from medsegzoo.evaluation.cases import (
+    CasePair,
+    CaseSource,
+    EvaluationSettings,
+    cases_from_datalist,
+    evaluate_pairs,
+)
 from medsegzoo.evaluation.conventions import default_tolerances, get_convention, get_tolerances
 from medsegzoo.evaluation.metrics import METRICS
 from medsegzoo.evaluation.protocols.detection import detection_from_table

@@ -32,6 +32,7 @@ from monai.losses import DiceCELoss
 from torch import nn
 from torch.nn import functional as F
 
+from medsegzoo.errors import MedSegZooError
 from medsegzoo.losses.reliability import (
     ReliabilityMasks,
     check_thresholds,
@@ -40,7 +41,6 @@ from medsegzoo.losses.reliability import (
     prototype_similarity,
     reliability_masks,
 )
-from medsegzoo.errors import MedSegZooError
 from medsegzoo.losses.tct import sigmoid_rampup  # the same Laine & Aila ramp-up TCT uses
 
 __all__ = [

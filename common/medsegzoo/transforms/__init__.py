@@ -17,7 +17,12 @@ from medsegzoo.transforms.labels import (
     ValidateLabels,
     ValidateLabelsd,
 )
-from medsegzoo.transforms.partial import ForegroundUnion, ForegroundUniond, LabeledClassesMask, LabeledClassesMaskd
+from medsegzoo.transforms.partial import (
+    ForegroundUnion,
+    ForegroundUniond,
+    LabeledClassesMask,
+    LabeledClassesMaskd,
+)
 
 __all__ = [
     "INTENSITY_PRESETS",

@@ -22,7 +22,6 @@ import pandas as pd
 
 from medsegzoo.errors import DataValidationError, UnknownNameError
 from medsegzoo.evaluation.conventions import get_tolerances
-from medsegzoo.taxonomy import get_dataset, get_label_system
 from medsegzoo.evaluation.protocols.tables import (
     format_mean_sd,
     markdown_table,
@@ -30,6 +29,7 @@ from medsegzoo.evaluation.protocols.tables import (
     ordered,
     require_columns,
 )
+from medsegzoo.taxonomy import get_dataset, get_label_system
 
 __all__ = [
     "AEvalMatrix",
