@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "compare": "medsegzoo.commands.compare",
     "zoo": "medsegzoo.commands.zoo",
     "import-weights": "medsegzoo.commands.import_weights",
+    "predict": "medsegzoo.commands.predict",
 }
 
 # one-line help, kept here so that `medsegzoo --help` imports nothing heavy
@@ -39,6 +40,7 @@ HELP: dict[str, str] = {
     "compare": "compare several algorithms on the same cases (Touchstone statistics)",
     "zoo": "pack bundles into reproducible zips + index, serve a zoo on 127.0.0.1, download with checksum",
     "import-weights": "turn the authors' published checkpoints into a bundle's inference weights, strictly",
+    "predict": "segment NIfTI files or a DICOM series with a bundle (label map on the input grid, volumes in mL)",
 }
 
 

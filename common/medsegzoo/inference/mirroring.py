@@ -28,7 +28,7 @@ def mirror_axes_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
     Returns:
         ``2 ** len(axes)`` tuples of spatial axes.
     """
-    unique = sorted(set(int(a) for a in axes))
+    unique = sorted({int(a) for a in axes})
     return [combo for r in range(len(unique) + 1) for combo in itertools.combinations(unique, r)]
 
 
