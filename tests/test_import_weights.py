@@ -24,13 +24,9 @@ from medsegzoo.bundle_runs import BundleRun, parse_bundle
 from medsegzoo.cli import main
 from medsegzoo.commands.import_weights import import_weights
 from medsegzoo.errors import DataValidationError, MedSegZooError
-from medsegzoo.networks.published import (
-    V09_MERGING_ORDER,
-    LegacyPatchMerging,
-    merging_order,
-    official_universal_model,
-)
+from medsegzoo.networks.published import merging_order
 from medsegzoo.networks.text_encoders import load_text_embeddings
+from medsegzoo.networks.universal import V09_MERGING_ORDER
 from medsegzoo.networks.weights import StateDictMismatchError, load_weights, read_checkpoint
 from medsegzoo.taxonomy import get_label_system
 
@@ -44,7 +40,6 @@ BUNDLES = {
     "tcseg": "tcseg_semi_supervised_segmentation",
 }
 STUNET_S_105 = {"stunet_size": "S", "label_system": "totalsegmentator_stunet"}
-OFFICIAL_SWIN = {"network_def#_target_": "medsegzoo.networks.published.official_universal_model"}
 
 
 def copy_bundle(kind: str, dest: Path) -> Path:
@@ -190,12 +185,16 @@ def expected_name(official: str) -> str:
         for j in (0, 1):
             if official.startswith(f"backbone.down_tr{width}.ops.{j}.conv1."):
                 return f"backbone.down.{i}.{j}.conv." + official.split("conv1.")[1]
+            if official.startswith(f"backbone.down_tr{width}.ops.{j}.bn1."):  # MONAI Convolution's norm slot
+                return f"backbone.down.{i}.{j}.adn.N." + official.split("bn1.")[1]
     for i, width in enumerate(("256", "128", "64")):
         if official.startswith(f"backbone.up_tr{width}.up_conv."):
             return f"backbone.up.{i}." + official.split("up_conv.")[1]
         for j in (0, 1):
             if official.startswith(f"backbone.up_tr{width}.ops.{j}.conv1."):
                 return f"backbone.dec.{i}.{j}.conv." + official.split("conv1.")[1]
+            if official.startswith(f"backbone.up_tr{width}.ops.{j}.bn1."):
+                return f"backbone.dec.{i}.{j}.adn.N." + official.split("bn1.")[1]
     if official.startswith(("backbone.encoder", "backbone.decoder")):
         return "backbone.swin." + official[len("backbone."):]
     raise AssertionError(f"no expected name for {official}")
@@ -218,11 +217,13 @@ def test_universal_swinunetr_release_round_trip(tmp_path: Path, swin_release: tu
     source, txt, state = swin_release
     root = copy_bundle("universal", tmp_path)
 
-    result = import_weights(root, source, text_embeddings=txt, overrides=OFFICIAL_SWIN)
+    # no override: the bundle's default network merges patches as the release (swin_patch_merging v0.9)
+    result = import_weights(root, source, text_embeddings=txt)
 
     assert result.tensors == len(state) == 170 and result.dropped == []
     assert len(result.renamed) == 170
-    net = bundle_network(root, OFFICIAL_SWIN)
+    net = bundle_network(root, {})
+    assert merging_order(net) == V09_MERGING_ORDER
     load_weights(net, root / "models" / "model.pt")  # strict
     ours = net.state_dict()
     for official, tensor in state.items():
@@ -233,7 +234,7 @@ def test_universal_swinunetr_release_round_trip(tmp_path: Path, swin_release: tu
     assert torch.equal(cached.embeddings, state["organ_embedding"]) and "txt_encoding.pth" in cached.encoder
     entry = json.loads((root / "configs" / "metadata.json").read_text())["imported_weights"]
     assert entry["text_embeddings"]["sha256"] == hashlib.sha256(txt.read_bytes()).hexdigest()
-    assert entry["overrides"] == OFFICIAL_SWIN
+    assert "overrides" not in entry  # none needed
 
 
 def test_universal_swinunetr_release_refused_with_monai_1x_patch_merging(
@@ -243,32 +244,19 @@ def test_universal_swinunetr_release_refused_with_monai_1x_patch_merging(
     root = copy_bundle("universal", tmp_path)
     before = snapshot(root)
     with pytest.raises(MedSegZooError) as err:
-        import_weights(root, source, text_embeddings=txt)
+        import_weights(root, source, text_embeddings=txt, overrides={"swin_patch_merging": "v1"})
     assert str(source) in str(err.value) and "patch merging" in str(err.value)
-    assert "network_def#_target_=medsegzoo.networks.published.official_universal_model" in str(err.value)
+    assert "swin_patch_merging=v0.9" in str(err.value)
     assert snapshot(root) == before
 
 
-def test_legacy_patch_merging_gathers_the_v09_order() -> None:
-    default = bundle_free_universal()
-    assert len(set(merging_order(default))) == 8  # MONAI 1.x: every voxel of a block once
-    legacy = official_universal_model(torch.zeros(3, 8), backbone="swinunetr", feature_size=12)
-    assert merging_order(legacy) == V09_MERGING_ORDER
-    # the legacy forward against the order written out by hand
-    merging = next(m for m in legacy.modules() if isinstance(m, LegacyPatchMerging))
-    x = torch.randn(1, 4, 4, 4, merging.dim)
-    parts = [x[:, 0::2, 0::2, 0::2], x[:, 1::2, 0::2, 0::2], x[:, 0::2, 1::2, 0::2], x[:, 0::2, 0::2, 1::2],
-             x[:, 1::2, 0::2, 1::2], x[:, 0::2, 1::2, 0::2], x[:, 0::2, 0::2, 1::2], x[:, 1::2, 1::2, 1::2]]
-    expected = merging.reduction(merging.norm(torch.cat(parts, -1)))
-    assert torch.allclose(merging(x), expected)
-    # same parameters, same names: the weights file is the same for both orders
-    assert list(legacy.state_dict()) == list(bundle_free_universal().state_dict())
-
-
-def bundle_free_universal() -> torch.nn.Module:
-    from medsegzoo.networks.universal import UniversalModel
-
-    return UniversalModel(torch.zeros(3, 8), backbone="swinunetr", feature_size=12)
+def test_bundle_swin_patch_merging_key_sets_the_order() -> None:
+    root = REPO / "bundles" / BUNDLES["universal"]
+    # built on the meta device by import-weights; here the real network at a small size
+    small = {"feature_size": 12, "network_def#class_embeddings": "$torch.zeros(32, 8)"}
+    assert merging_order(bundle_network(root, small)) == V09_MERGING_ORDER
+    current = merging_order(bundle_network(root, {**small, "swin_patch_merging": "v1"}))
+    assert current is not None and len(set(current)) == 8  # MONAI 1.x: every voxel of a block once
 
 
 def unet_release(path: Path, learned_norm_scale: bool = False) -> dict[str, torch.Tensor]:
@@ -281,18 +269,18 @@ def unet_release(path: Path, learned_norm_scale: bool = False) -> dict[str, torc
     return state
 
 
-def test_universal_unet_release_round_trip(tmp_path: Path) -> None:
+def test_universal_unet_release_round_trip_with_learned_norm_scale(tmp_path: Path) -> None:
     root = copy_bundle("universal", tmp_path)
     source = tmp_path / "unet.pth"
-    state = unet_release(source)
-    overrides = {"backbone": "unet"}
+    state = unet_release(source, learned_norm_scale=True)
+    overrides = {"backbone": "unet"}  # the default unet_norm "batch" is the official batch norm
 
     result = import_weights(root, source, overrides=overrides)  # embeddings from the checkpoint itself
 
     dropped = dict(result.dropped)
-    assert len(dropped) == 14 * 5  # 14 batch norms: 3 running statistics + identity scale and shift
-    assert all("running statistic" in dropped[k] for k in dropped if k.endswith(("running_mean", "running_var", "num_batches_tracked")))
-    assert "identity batch-norm" in dropped["backbone.down_tr64.ops.0.bn1.weight"]
+    assert len(dropped) == 14 * 3  # 14 batch norms: their running statistics only
+    assert all(k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in dropped)
+    assert all("running statistic" in reason for reason in dropped.values())
     net = bundle_network(root, overrides)
     load_weights(net, root / "models" / "model.pt")  # strict
     ours = net.state_dict()
@@ -300,20 +288,40 @@ def test_universal_unet_release_round_trip(tmp_path: Path) -> None:
     assert len(kept) == len(ours) == result.tensors
     for official in kept:
         assert torch.equal(ours[expected_name(official)], state[official]), official
+    assert torch.equal(ours["backbone.dec.1.0.adn.N.bias"], state["backbone.up_tr128.ops.0.bn1.bias"])
     cached = load_text_embeddings(root / "models" / "text_embeddings.pt")
     assert torch.equal(cached.embeddings, state["organ_embedding"]) and cached.encoder == "checkpoint:unet.pth#organ_embedding"
 
 
-def test_universal_unet_learned_norm_scale_is_refused(tmp_path: Path) -> None:
+def test_universal_unet_release_into_the_instance_norm_unet(tmp_path: Path) -> None:
+    root = copy_bundle("universal", tmp_path)
+    source = tmp_path / "unet.pth"
+    state = unet_release(source)  # identity scale and shift
+    overrides = {"backbone": "unet", "unet_norm": "instance"}
+
+    result = import_weights(root, source, overrides=overrides)
+
+    dropped = dict(result.dropped)
+    assert len(dropped) == 14 * 5  # running statistics + identity scale and shift
+    assert "identity batch-norm" in dropped["backbone.down_tr64.ops.0.bn1.weight"]
+    net = bundle_network(root, overrides)
+    load_weights(net, root / "models" / "model.pt")  # strict
+    ours = net.state_dict()
+    for official in (k for k in state if k not in dropped):
+        assert torch.equal(ours[expected_name(official)], state[official]), official
+
+
+def test_universal_unet_learned_norm_scale_is_refused_by_the_instance_norm_unet(tmp_path: Path) -> None:
     root = copy_bundle("universal", tmp_path)
     source = tmp_path / "unet.pth"
     unet_release(source, learned_norm_scale=True)
     before = snapshot(root)
     with pytest.raises(StateDictMismatchError) as err:
-        import_weights(root, source, overrides={"backbone": "unet"})
+        import_weights(root, source, overrides={"backbone": "unet", "unet_norm": "instance"})
     text = str(err.value)
     assert str(source) in text and "28 unexpected" in text
     assert "backbone.down.0.0.adn.N.weight" in text and "without affine parameters" in text
+    assert "unet_norm=batch" in text
     assert snapshot(root) == before
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
 from scipy import ndimage
 
+from medsegzoo.bundle_runs import BundleRun, parse_bundle
 from medsegzoo.errors import DataValidationError
 from medsegzoo.inference import postprocess as pp
 from medsegzoo.inference.postprocess import (
@@ -21,6 +25,7 @@ from medsegzoo.inference.postprocess import (
 )
 
 NAMES = ["liver", "kidney_right", "kidney_left", "liver_tumor", "kidney_tumor"]
+UNIVERSAL_BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "clip_universal_segmentation"
 
 
 def _box(shape: tuple[int, ...], *slices: slice) -> np.ndarray:
@@ -206,3 +211,54 @@ def test_transform_from_logits_keeps_meta_and_both_outputs() -> None:
     assert int(d["pred_masks"][0].sum()) == 64
     with pytest.raises(DataValidationError, match="output channels"):
         UniversalPostprocess(NAMES[:2])(pred)
+
+
+def _bundle_postprocess(overrides: dict[str, Any]) -> UniversalPostprocess:
+    """The UniversalPostprocess that the universal bundle's inference.json builds."""
+    parser = parse_bundle(BundleRun(UNIVERSAL_BUNDLE, ["inference.json"], overrides))
+    step = parser.get_parsed_content("postprocessing").transforms[0]
+    assert isinstance(step, UniversalPostprocessd)
+    return step.post
+
+
+def test_bundle_post_keys_are_the_official_defaults() -> None:
+    post = _bundle_postprocess({})
+    # the config spells the defaults out for users to edit; they must be the package's official ones
+    assert post.threshold == 0.5 and np.all(post.thresholds == 0.5)
+    expected = {
+        "largest_component": True,
+        "split_pairs": [tuple(p) for p in pp.DEFAULT_PAIRED_ORGANS],
+        "pair_single_component": "drop",
+        "keep_all_components": pp.DEFAULT_KEEP_ALL_COMPONENTS,
+        "cut_below": pp.DEFAULT_CUT_BELOW,
+        "lesion_parents": {k: list(v) for k, v in pp.DEFAULT_LESION_PARENTS.items()},
+        "parent_source": "raw",
+        "parent_region": "close_dilate",
+        "parent_cube": 5,
+        "lesion_margin_voxels": 3,
+    }
+    assert post.clean_up == expected
+    assert post.clean_up == {**UniversalPostprocess(class_names=["liver"]).clean_up,
+                             "lesion_parents": expected["lesion_parents"], "cut_below": expected["cut_below"]}
+
+
+def test_bundle_post_keys_switch_to_our_earlier_rules() -> None:
+    earlier = {
+        "post_split_pairs": [list(p) for p in PAIRED_ORGANS_WITH_KIDNEYS],
+        "post_pair_single_component": "side",
+        "post_keep_all_components": [],
+        "post_cut_below": {},
+        "post_lesion_parents": {k: list(v) for k, v in EXTENDED_LESION_PARENTS.items()},
+        "post_parent_source": "cleaned",
+        "post_parent_region": "dilate",
+        "post_class_thresholds": {"pancreas_tumor": 0.6},
+    }
+    post = _bundle_postprocess(earlier)
+    assert post.clean_up["split_pairs"] == list(PAIRED_ORGANS_WITH_KIDNEYS)
+    assert post.clean_up["lesion_parents"]["pancreas_tumor"] == ["pancreas"]
+    assert (post.clean_up["parent_source"], post.clean_up["parent_region"]) == ("cleaned", "dilate")
+    assert post.clean_up["keep_all_components"] == () and post.clean_up["cut_below"] == {}
+    assert post.thresholds[post.class_names.index("pancreas_tumor")] == 0.6
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the error of the component it builds
+        _bundle_postprocess({"post_parent_region": "grow"})
+    assert isinstance(err.value.__cause__, DataValidationError) and "parent_region" in str(err.value.__cause__)

@@ -5,8 +5,7 @@ Examples::
     medsegzoo import-weights bundles/stunet_cross_dataset_evaluation large_ep4k.model \\
         --override stunet_size=L --override label_system=totalsegmentator_stunet
     medsegzoo import-weights bundles/clip_universal_segmentation clip_driven_universal_swin_unetr.pth \\
-        --text-embeddings txt_encoding.pth \\
-        --override network_def#_target_=medsegzoo.networks.published.official_universal_model
+        --text-embeddings txt_encoding.pth
     medsegzoo import-weights bundles/clip_universal_segmentation clip_driven_universal_unet.pth \\
         --text-embeddings txt_encoding.pth --override backbone=unet
     medsegzoo import-weights bundles/tct_partial_label_segmentation models/checkpoint_final.pt

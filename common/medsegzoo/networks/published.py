@@ -21,16 +21,16 @@ Layouts (see ``docs/published_weights.md``):
   the same order, so the controller's tensors are copied unchanged.
   The official Swin UNETR is MONAI 0.9's, whose patch merging gathers the eight voxels of each
   2x2x2 block in another order than MONAI 1.x (it takes two of them twice and two never; see
-  :data:`V09_MERGING_ORDER`). The names and shapes are the same but the computation is not, so
-  the released Swin UNETR weights are only imported into a network that merges in the v0.9
-  order: :func:`official_universal_model` (the bundle override
-  ``network_def#_target_=medsegzoo.networks.published.official_universal_model``).
-  The official U-Net normalises with a batch norm that always uses the statistics of the batch it
-  is given (its running statistics are never read), and the official inference runs one window
-  at a time, so it normalises exactly like :class:`~medsegzoo.networks.universal.UNet3DBackbone`'s
-  instance norm; the running statistics are dropped. Its scale and shift have no counterpart in
-  UNet3DBackbone (instance norm without affine parameters): they are dropped only when they are
-  the identity (scale 1, shift 0), otherwise the import is refused and says why.
+  :data:`~medsegzoo.networks.universal.V09_MERGING_ORDER`). The names and shapes are the same but
+  the computation is not, so the released Swin UNETR weights are only imported into a network
+  that merges in the v0.9 order: the bundle's default ``swin_patch_merging: "v0.9"``.
+  The official U-Net normalises with a batch norm that has a learned scale and shift and always
+  uses the statistics of the batch it is given (its running statistics are never read): the
+  bundle's default ``unet_norm: "batch"``
+  (:class:`~medsegzoo.networks.universal.BatchStatisticsNorm3d`) takes the scale and shift under
+  MONAI's ``adn.N`` names, and the running statistics are dropped. With ``unet_norm: "instance"``
+  (no affine parameters) the scale and shift are dropped only when they are the identity (scale 1,
+  shift 0); otherwise the import is refused and says why.
 * **TCT and TCSeg**: plain state dicts, or this package's checkpoints. TCT's auxiliary task heads
   (``aux_heads.*``) are training-only and dropped, by name.
 """
@@ -49,23 +49,19 @@ from torch import nn
 
 from medsegzoo.errors import DataValidationError, MedSegZooError
 from medsegzoo.networks.text_encoders import load_text_embeddings
-from medsegzoo.networks.universal import UniversalModel
+from medsegzoo.networks.universal import V09_MERGING_ORDER
 
 __all__ = [
     "FAMILIES",
     "FAMILY_TITLES",
     "UNIVERSAL_RULES",
-    "V09_MERGING_ORDER",
     "Conversion",
-    "LegacyPatchMerging",
     "RenameRule",
     "convert_published",
     "guess_family",
     "merging_order",
     "network_family",
-    "official_universal_model",
     "read_text_embedding_file",
-    "use_legacy_patch_merging",
 ]
 
 # network family -> (class path, checkpoint key signatures that identify a state dict of it)
@@ -137,7 +133,7 @@ UNIVERSAL_RULES: tuple[RenameRule, ...] = (
         lambda m: f"backbone.dec.{_UNET_UP[m.group(1)]}.{m.group(2)}.conv.",
         "backbone.up_trW.ops.J.conv1.* -> backbone.dec.I.J.conv.*",
     ),
-    # where an affine norm would keep its scale and shift (MONAI Convolution's norm slot)
+    # the batch norm's scale and shift, in MONAI Convolution's norm slot (unet_norm='batch')
     RenameRule(
         r"backbone\.down_tr(64|128|256|512)\.ops\.(\d)\.bn1\.(weight|bias)$",
         lambda m: f"backbone.down.{_UNET_DOWN[m.group(1)]}.{m.group(2)}.adn.N.{m.group(3)}",
@@ -151,71 +147,17 @@ UNIVERSAL_RULES: tuple[RenameRule, ...] = (
 )
 # why the official U-Net's batch-norm tensors may be left out (printed beside each key)
 _RUNNING_STATISTIC = (
-    "batch-norm running statistic, never read: the official U-Net's batch norm always normalises with the "
-    "statistics of the batch it is given"
+    "batch-norm running statistic, never read: the official U-Net's batch norm (ContBatchNorm3d) always "
+    "normalises with the statistics of the batch it is given"
 )
 _IDENTITY_AFFINE = (
-    "identity batch-norm scale/shift (1 and 0): equal to UNet3DBackbone's instance norm without affine parameters"
+    "identity batch-norm scale/shift (1 and 0): equal to the instance norm without affine parameters "
+    "(unet_norm='instance')"
 )
 _UNET_BN = r"backbone\.(down|up)_tr\d+\.ops\.\d\.bn1\."
 # keys only the official layout has (ours never does): they tell the two layouts apart
 _UNIVERSAL_OFFICIAL_SIGNS = ("organ_embedding", "controller.", "GAP.", "precls_conv.", "text_to_vision.", "swinViT.",
                              "backbone.swinViT.", "backbone.down_tr")
-
-
-# (d, h, w) offsets, in concatenation order, of the voxels of each 2x2x2 block that the patch
-# merging of MONAI 0.9's Swin UNETR (the official Universal Model's copy) gathers: (0, 1, 0)
-# and (0, 0, 1) appear twice, (1, 1, 0) and (0, 1, 1) never. MONAI 1.x gathers all eight once.
-V09_MERGING_ORDER: tuple[tuple[int, int, int], ...] = (
-    (0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1),
-)
-
-
-class LegacyPatchMerging(PatchMerging):
-    """MONAI's patch merging with the parameters it has, gathering voxels in the v0.9 order.
-
-    Weights trained with MONAI 0.9's Swin UNETR (the released CLIP-Driven Universal Model) only
-    compute what they were trained to compute with this order (:data:`V09_MERGING_ORDER`).
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Merge 2x2x2 blocks of ``(B, D, H, W, C)`` into ``(B, D/2, H/2, W/2, 2C)``.
-
-        Raises:
-            MedSegZooError: an odd spatial size (the bundles feed sizes divisible by 32).
-        """
-        if x.ndim != 5:
-            return super().forward(x)
-        if any(size % 2 for size in x.shape[1:4]):
-            raise MedSegZooError(f"LegacyPatchMerging needs even sizes, got {tuple(x.shape[1:4])}")
-        parts = [x[:, d::2, h::2, w::2, :] for d, h, w in V09_MERGING_ORDER]
-        return self.reduction(self.norm(torch.cat(parts, dim=-1)))
-
-
-def use_legacy_patch_merging(network: nn.Module) -> nn.Module:
-    """Switch every MONAI Swin patch merging inside ``network`` to the v0.9 order, in place.
-
-    The parameters and their names stay as they are: only the order in which voxels are gathered
-    changes.
-
-    Returns:
-        ``network``.
-    """
-    for module in network.modules():
-        if isinstance(module, PatchMerging):
-            module.__class__ = LegacyPatchMerging
-    return network
-
-
-def official_universal_model(*args: object, **kwargs: object) -> nn.Module:
-    """:class:`~medsegzoo.networks.universal.UniversalModel` merging patches as the official release.
-
-    Same arguments as UniversalModel; for a bundle: ``network_def#_target_`` set to
-    ``medsegzoo.networks.published.official_universal_model``. Only the Swin UNETR backbone
-    changes (the U-Net has no patch merging).
-    """
-
-    return use_legacy_patch_merging(UniversalModel(*args, **kwargs))
 
 
 def merging_order(network: nn.Module) -> tuple[tuple[int, int, int], ...] | None:
@@ -328,7 +270,7 @@ def _convert_universal(
                 "the official Swin UNETR weights were trained with MONAI 0.9's patch merging, which gathers the "
                 f"voxels of each 2x2x2 block as {list(V09_MERGING_ORDER)}; this bundle's network gathers them as "
                 f"{list(order)}, so the imported weights would compute something else. Import (and run inference) "
-                "with the override network_def#_target_=medsegzoo.networks.published.official_universal_model"
+                "with swin_patch_merging='v0.9' (the bundle's default; override: swin_patch_merging=v0.9)"
             )
     kept, affine_left = {}, []
     for key, tensor in state.items():
@@ -346,8 +288,10 @@ def _convert_universal(
     if affine_left:
         conversion.hint = (
             f"The official U-Net's batch norms have a learned scale and shift ({len(affine_left)} tensors such as "
-            f"{affine_left[0]}, renamed ...adn.N.*); UNet3DBackbone normalises without affine parameters, so these "
-            "weights cannot be represented and the import is refused rather than changing what the network computes."
+            f"{affine_left[0]}, renamed ...adn.N.*); this network's U-Net (unet_norm='instance') normalises without "
+            "affine parameters, so these weights cannot be represented and the import is refused rather than "
+            "changing what the network computes. Import (and run inference) with unet_norm='batch', the bundle's "
+            "default (override: unet_norm=batch)."
         )
 
 

@@ -24,13 +24,23 @@ Parameter counts (1 input channel, 32 classes, with the head; test_networks_univ
 
 * Swin UNETR backbone (MONAI ``SwinUNETR``, feature size 48, its output conv removed):
   62.19 M with the head; paper 62.2 M.
-* U-Net backbone (:class:`UNet3DBackbone`, our own): 19.08 M; paper 19.1 M. Its shape
-  follows the paper's facts (bottleneck 512, decoder feature 64, full resolution): four
-  resolution levels of two 3x3x3 convs each, channels 32-64 / 64-128 / 128-256 / 256-512
-  (the second conv of a level doubles the channels), three transposed-conv up-steps that
-  keep the channel count, skip concatenation, decoder levels 256-256 / 128-128 / 64-64.
-  Instance normalisation without affine parameters (so no running statistics: frozen
-  parts of an extended model stay bit-identical in train mode).
+* U-Net backbone (:class:`UNet3DBackbone`): 19.08 M; paper 19.1 M. The shape of the official
+  U-Net (bottleneck 512, decoder feature 64, full resolution): four resolution levels of two
+  3x3x3 convs each, channels 32-64 / 64-128 / 128-256 / 256-512 (the second conv of a level
+  doubles the channels), three transposed-conv up-steps that keep the channel count, skip
+  concatenation, decoder levels 256-256 / 128-128 / 64-64.
+
+Two switches reproduce the released networks (both defaults are the official code's):
+
+* ``swin_patch_merging``: ``"v0.9"`` gathers the voxels of each 2x2x2 block as MONAI 0.9's Swin
+  UNETR did (the official release was trained with it: two voxels twice, two never, see
+  :data:`V09_MERGING_ORDER`); ``"v1"`` is MONAI 1.x's merging (all eight once). Same parameters
+  and names; different computation, so weights only fit the order they were trained with.
+* ``unet_norm``: ``"batch"`` is the official U-Net's batch norm with a learned scale and shift,
+  which always normalises with the statistics of the batch it is given and never reads running
+  statistics (:class:`BatchStatisticsNorm3d`); ``"instance"`` is instance norm without affine
+  parameters (our earlier U-Net). Neither keeps running statistics, so the frozen parts of an
+  extended model stay bit-identical in train mode.
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ from collections.abc import Sequence
 import torch
 from monai.networks.blocks import Convolution
 from monai.networks.nets import SwinUNETR
+from monai.networks.nets.swin_unetr import PatchMerging
 from torch import nn
 from torch.nn import functional as F
 
@@ -53,7 +64,12 @@ from medsegzoo.taxonomy import canonical_name
 __all__ = [
     "HEAD_CHANNELS",
     "HEAD_PARAMS",
+    "SWIN_PATCH_MERGINGS",
+    "UNET_NORMS",
+    "V09_MERGING_ORDER",
+    "BatchStatisticsNorm3d",
     "ClassGroup",
+    "LegacyPatchMerging",
     "SwinUNETRBackbone",
     "UNet3DBackbone",
     "UniversalModel",
@@ -72,6 +88,44 @@ TEXT_CHANNELS = 256
 _GROUPS = 16
 
 
+# (d, h, w) offsets, in concatenation order, of the voxels of each 2x2x2 block that the patch
+# merging of MONAI 0.9's Swin UNETR (the official Universal Model's copy) gathers: (0, 1, 0)
+# and (0, 0, 1) appear twice, (1, 1, 0) and (0, 1, 1) never. MONAI 1.x gathers all eight once.
+V09_MERGING_ORDER: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 0), (0, 0, 1), (1, 1, 1),
+)
+SWIN_PATCH_MERGINGS: tuple[str, ...] = ("v0.9", "v1")
+UNET_NORMS: tuple[str, ...] = ("batch", "instance")
+
+
+def _check_option(name: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise MedSegZooError(f"Universal Model {name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+class LegacyPatchMerging(PatchMerging):
+    """MONAI's patch merging with the parameters it has, gathering voxels in the v0.9 order.
+
+    Weights trained with MONAI 0.9's Swin UNETR (the released CLIP-Driven Universal Model) only
+    compute what they were trained to compute with this order (:data:`V09_MERGING_ORDER`).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Merge 2x2x2 blocks of ``(B, D, H, W, C)`` into ``(B, D/2, H/2, W/2, 2C)``.
+
+        Raises:
+            MedSegZooError: an odd spatial size (the bundles feed sizes divisible by 32; MONAI
+                0.9 padded odd sizes along the wrong axes, which fails unless all three are odd).
+        """
+        if x.ndim != 5:
+            return super().forward(x)
+        if any(size % 2 for size in x.shape[1:4]):
+            raise MedSegZooError(f"LegacyPatchMerging needs even sizes, got {tuple(x.shape[1:4])}")
+        parts = [x[:, d::2, h::2, w::2, :] for d, h, w in V09_MERGING_ORDER]
+        return self.reduction(self.norm(torch.cat(parts, dim=-1)))
+
+
 class SwinUNETRBackbone(nn.Module):
     """MONAI Swin UNETR without its output conv, returning bottleneck and decoder features.
 
@@ -79,17 +133,30 @@ class SwinUNETRBackbone(nn.Module):
         in_channels: image channels.
         feature_size: Swin UNETR feature size (48 in the paper; 12 or 24 for smoke tests).
         use_checkpoint: gradient checkpointing in the Swin blocks (saves GPU memory).
+        patch_merging: ``"v0.9"`` (:class:`LegacyPatchMerging`, the official release's order) or
+            ``"v1"`` (MONAI 1.x's ``PatchMerging``).
 
     Attributes:
         bottleneck_channels: ``16 * feature_size`` (768).
         decoder_channels: ``feature_size`` (48).
+
+    Raises:
+        MedSegZooError: an unknown ``patch_merging``.
     """
 
-    def __init__(self, in_channels: int = 1, feature_size: int = 48, use_checkpoint: bool = False) -> None:
+    def __init__(
+        self, in_channels: int = 1, feature_size: int = 48, use_checkpoint: bool = False, patch_merging: str = "v0.9"
+    ) -> None:
         super().__init__()
+        _check_option("swin_patch_merging", patch_merging, SWIN_PATCH_MERGINGS)
+        merging = LegacyPatchMerging if patch_merging == "v0.9" else "merging"  # "merging": MONAI 1.x
         # MONAI 1.6 SwinUNETR takes no img_size; inputs must be divisible by 32
         self.swin = SwinUNETR(
-            in_channels=in_channels, out_channels=1, feature_size=feature_size, use_checkpoint=use_checkpoint
+            in_channels=in_channels,
+            out_channels=1,
+            feature_size=feature_size,
+            use_checkpoint=use_checkpoint,
+            downsample=merging,
         )
         self.swin.out = nn.Identity()  # the per-class output comes from the dynamic heads
         self.bottleneck_channels = 16 * feature_size
@@ -111,13 +178,43 @@ class SwinUNETRBackbone(nn.Module):
         return bottleneck, s.decoder1(dec0, enc0)
 
 
-def _level(in_ch: int, out_ch: int, second_ch: int) -> nn.Sequential:
-    """Two 3x3x3 convs with instance norm and ReLU."""
-    norm = ("instance", {"affine": False})
-    return nn.Sequential(
-        Convolution(3, in_ch, out_ch, kernel_size=3, norm=norm, act="relu"),
-        Convolution(3, out_ch, second_ch, kernel_size=3, norm=norm, act="relu"),
-    )
+class BatchStatisticsNorm3d(nn.BatchNorm3d):
+    """Batch norm with a learned scale and shift that never uses running statistics.
+
+    The official U-Net's batch norm (``ContBatchNorm3d`` in its ``Unet.py``) always normalises
+    with the statistics of the batch it is given, in training and at inference, and keeps
+    running statistics that nothing reads. In training this module does the same (PyTorch's
+    batch norm without tracked statistics). In evaluation it normalises each sample on its own:
+    what the official inference computes, since its sliding window runs one window per batch,
+    and independent of how many windows our inferer batches together.
+
+    Args:
+        num_features: channels.
+        eps: added to the variance (PyTorch's default, as the official layer).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__(num_features, eps=eps, affine=True, track_running_stats=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``(B, C, D, H, W)``: over the batch in training, per sample in evaluation."""
+        if self.training:
+            return super().forward(x)
+        return F.instance_norm(x, weight=self.weight, bias=self.bias, use_input_stats=True, eps=self.eps)
+
+
+def _conv_norm_relu(in_ch: int, out_ch: int, norm: str) -> Convolution:
+    """3x3x3 conv -> norm -> ReLU; the norm sits in MONAI's ``adn.N`` slot whichever it is."""
+    if norm == "instance":
+        return Convolution(3, in_ch, out_ch, kernel_size=3, norm=("instance", {"affine": False}), act="relu")
+    block = Convolution(3, in_ch, out_ch, kernel_size=3, norm="batch", act="relu")
+    block.adn.N = BatchStatisticsNorm3d(out_ch)  # same place, same parameter names as MONAI's batch norm
+    return block
+
+
+def _level(in_ch: int, out_ch: int, second_ch: int, norm: str) -> nn.Sequential:
+    """Two 3x3x3 convs, each with its norm and a ReLU."""
+    return nn.Sequential(_conv_norm_relu(in_ch, out_ch, norm), _conv_norm_relu(out_ch, second_ch, norm))
 
 
 class UNet3DBackbone(nn.Module):
@@ -128,27 +225,33 @@ class UNet3DBackbone(nn.Module):
         base_channels: channels of the first conv (32 gives 19.08 M parameters with the head;
             8 for smoke tests). Level ``i`` has ``base * 2**i`` and ``base * 2**(i+1)`` channels.
         levels: number of resolution levels (4: bottleneck at 1/8 resolution).
+        norm: ``"batch"`` (:class:`BatchStatisticsNorm3d`, the official U-Net's batch norm with
+            learned scale and shift) or ``"instance"`` (instance norm without affine parameters).
 
     Attributes:
         bottleneck_channels: ``base * 2**levels`` (512).
         decoder_channels: ``2 * base`` (64).
+
+    Raises:
+        MedSegZooError: fewer than 2 levels, or an unknown ``norm``.
     """
 
-    def __init__(self, in_channels: int = 1, base_channels: int = 32, levels: int = 4) -> None:
+    def __init__(self, in_channels: int = 1, base_channels: int = 32, levels: int = 4, norm: str = "batch") -> None:
         super().__init__()
         if levels < 2:
             raise MedSegZooError(f"UNet3DBackbone needs at least 2 levels, got {levels}")
+        _check_option("unet_norm", norm, UNET_NORMS)
         widths = [base_channels * 2**i for i in range(levels + 1)]  # 32, 64, ..., 512
         self.down = nn.ModuleList()
         previous = in_channels
         for i in range(levels):
-            self.down.append(_level(previous, widths[i], widths[i + 1]))
+            self.down.append(_level(previous, widths[i], widths[i + 1], norm))
             previous = widths[i + 1]
         self.up = nn.ModuleList()
         self.dec = nn.ModuleList()
         for i in range(levels - 1, 0, -1):  # skips of 256, 128, 64 channels
             self.up.append(nn.ConvTranspose3d(widths[i + 1], widths[i + 1], kernel_size=2, stride=2))
-            self.dec.append(_level(widths[i + 1] + widths[i], widths[i], widths[i]))
+            self.dec.append(_level(widths[i + 1] + widths[i], widths[i], widths[i], norm))
         self.bottleneck_channels = widths[levels]
         self.decoder_channels = widths[1]
         self.levels = levels
@@ -325,6 +428,8 @@ class UniversalModel(nn.Module):
         class_names: optional names of the K classes (kept for extension and checks).
         use_checkpoint: gradient checkpointing in Swin UNETR.
         predict_classes: the classes ``forward(x)`` returns (see :meth:`set_predict_classes`).
+        swin_patch_merging: ``"v0.9"`` (official release) or ``"v1"`` (MONAI 1.x); Swin UNETR only.
+        unet_norm: ``"batch"`` (official U-Net) or ``"instance"`` (our earlier U-Net); U-Net only.
 
     Forward returns a plain logits tensor ``(B, K_total, *spatial)`` (``pred`` of the bundle).
     """
@@ -339,13 +444,18 @@ class UniversalModel(nn.Module):
         class_names: Sequence[str] | None = None,
         use_checkpoint: bool = False,
         predict_classes: Sequence[str] | None = None,
+        swin_patch_merging: str = "v0.9",
+        unet_norm: str = "batch",
     ) -> None:
         super().__init__()
+        # both switches are checked whichever backbone is built, so a typo never passes silently
+        _check_option("swin_patch_merging", swin_patch_merging, SWIN_PATCH_MERGINGS)
+        _check_option("unet_norm", unet_norm, UNET_NORMS)
         kind = backbone.lower().replace("_", "").replace("-", "")
         if kind == "swinunetr":
-            self.backbone: nn.Module = SwinUNETRBackbone(in_channels, feature_size, use_checkpoint)
+            self.backbone: nn.Module = SwinUNETRBackbone(in_channels, feature_size, use_checkpoint, swin_patch_merging)
         elif kind == "unet":
-            self.backbone = UNet3DBackbone(in_channels, unet_base_channels)
+            self.backbone = UNet3DBackbone(in_channels, unet_base_channels, norm=unet_norm)
         else:
             raise MedSegZooError(f"unknown Universal Model backbone {backbone!r}; use 'swinunetr' or 'unet'")
         bottleneck = self.backbone.bottleneck_channels
