@@ -10,6 +10,7 @@ import torch
 
 from medsegzoo.errors import DataValidationError, MedSegZooError, UnknownNameError
 from medsegzoo.networks.text_encoders import (
+    OFFICIAL_PROMPT,
     PAPER_PROMPT,
     build_text_encoder,
     class_prompts,
@@ -18,6 +19,7 @@ from medsegzoo.networks.text_encoders import (
     save_text_embeddings,
     write_text_embeddings,
 )
+from medsegzoo.taxonomy import get_label_system
 
 CLASSES = ["liver", "kidney_right", "liver_tumor"]
 
@@ -27,16 +29,43 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-def test_paper_prompt_uses_display_names() -> None:
-    assert class_prompts(["kidney_right", "ivc"]) == [
+# the class list of the official embedding script (pretrained_weights/clip_embedding.py), written
+# out here by hand in the universal32 order, typos included
+OFFICIAL_NAMES = [
+    "Spleen", "Right Kidney", "Left Kidney", "Gall Bladder", "Esophagus", "Liver", "Stomach", "Arota",
+    "Postcava", "Portal Vein and Splenic Vein", "Pancreas", "Right Adrenal Gland", "Left Adrenal Gland",
+    "Duodenum", "Hepatic Vessel", "Right Lung", "Left Lung", "Colon", "Intestine", "Rectum", "Bladder",
+    "Prostate", "Left Head of Femur", "Right Head of Femur", "Celiac Truck", "Kidney Tumor", "Liver Tumor",
+    "Pancreas Tumor", "Hepatic Vessel Tumor", "Lung Tumor", "Colon Tumor", "Kidney Cyst",
+]
+
+
+def test_default_prompts_are_the_official_wording_without_full_stop() -> None:
+    classes = get_label_system("universal32").classes
+    prompts = class_prompts(classes)
+    assert prompts == [f"A computerized tomography of a {name}" for name in OFFICIAL_NAMES]
+    assert OFFICIAL_PROMPT == "A computerized tomography of a {}" and PAPER_PROMPT == OFFICIAL_PROMPT + "."
+    # synonyms reach the same wording; a class outside the official 32 keeps its display name
+    assert class_prompts(["IVC", "prostate_uterus", "trachea"]) == [
+        "A computerized tomography of a Postcava",
+        "A computerized tomography of a Prostate",
+        "A computerized tomography of a trachea",
+    ]
+
+
+def test_taxonomy_names_and_other_templates() -> None:
+    assert class_prompts(["kidney_right", "ivc", "prostate_uterus"], PAPER_PROMPT, names="taxonomy") == [
         "A computerized tomography of a right kidney.",
         "A computerized tomography of a inferior vena cava.",
+        "A computerized tomography of a prostate or uterus.",
     ]
     assert class_prompts(["liver"], "There is [CLS] in this computerized tomography.") == [
-        "There is liver in this computerized tomography."
+        "There is Liver in this computerized tomography."
     ]
     with pytest.raises(DataValidationError, match="exactly one"):
         class_prompts(["liver"], "no placeholder")
+    with pytest.raises(DataValidationError, match="prompt names"):
+        class_prompts(["liver"], names="canonical")
 
 
 def test_onehot_is_identity_and_pads() -> None:
@@ -95,9 +124,10 @@ def test_local_checkpoint_file_is_used(tmp_path) -> None:
     ckpt = tmp_path / "my_clip.pt"
     torch.save(model.state_dict(), ckpt)
     emb = compute_text_embeddings(["liver"], "open_clip", pretrained=str(ckpt))
+    assert emb.prompts == ("A computerized tomography of a Liver",)
     tok = open_clip.get_tokenizer("ViT-B-32")
     with torch.no_grad():
-        expected = model.eval().encode_text(tok([PAPER_PROMPT.format("liver")]))
+        expected = model.eval().encode_text(tok([OFFICIAL_PROMPT.format("Liver")]))
     assert emb.encoder == "open_clip:ViT-B-32:my_clip.pt"
     assert torch.allclose(emb.embeddings, expected, atol=1e-5)
 
@@ -132,3 +162,19 @@ def test_write_keeps_matching_cache(tmp_path) -> None:
     assert os.stat(path).st_mtime_ns == first
     write_text_embeddings(path, ["liver", "spleen"], "onehot", overwrite=True)
     assert load_text_embeddings(path).classes == ("liver", "spleen")
+
+
+def test_cache_keeps_the_prompts_and_is_redone_when_they_change(tmp_path) -> None:
+    path = tmp_path / "emb.pt"
+    write_text_embeddings(path, ["postcava", "liver"], "minilm")
+    official = load_text_embeddings(path)
+    assert official.prompts == ("A computerized tomography of a Postcava", "A computerized tomography of a Liver")
+    first = os.stat(path).st_mtime_ns
+    write_text_embeddings(path, ["postcava", "liver"], "minilm", overwrite=False)  # same prompts: kept
+    assert os.stat(path).st_mtime_ns == first
+    write_text_embeddings(path, ["postcava", "liver"], "minilm", overwrite=False, prompt_names="taxonomy")
+    renamed = load_text_embeddings(path)
+    assert renamed.prompts[0] == "A computerized tomography of a inferior vena cava"
+    assert not torch.allclose(renamed.embeddings[0], official.embeddings[0])  # other text, other vector
+    # "Liver" / "liver": MiniLM's tokenizer is uncased, so the same text and the same vector
+    torch.testing.assert_close(renamed.embeddings[1], official.embeddings[1])

@@ -1,9 +1,17 @@
 """Class text embeddings for the CLIP-Driven Universal Model: pluggable encoders and a cache.
 
 The Universal Model (REFERENCE.md section 2) conditions one dynamic head per class on a fixed
-text embedding of the class, made once with the prompt "A computerized tomography of a
-[CLS]." and cached. This module computes those embeddings with an exchangeable encoder and
-writes/reads the cache file that the bundle's training and inference configs use.
+text embedding of the class, made once from a prompt and cached. This module computes those
+embeddings with an exchangeable encoder and writes/reads the cache file that the bundle's
+training and inference configs use.
+
+Prompts (:func:`class_prompts`): a template with one ``{}`` filled with a name per class. The
+defaults are the official code's (``pretrained_weights/clip_embedding.py``): the template
+:data:`OFFICIAL_PROMPT` ("A computerized tomography of a {}", no full stop; the paper's Table 2
+writes one, :data:`PAPER_PROMPT`) and the official class wording :data:`OFFICIAL_CLASS_WORDING`
+("Postcava", "Prostate", "Gall Bladder", and the script's spellings "Arota" and "Celiac Truck"),
+``names="official"``. ``names="taxonomy"`` uses the taxonomy's display names instead ("inferior
+vena cava", "prostate or uterus"); a class outside the official 32 always gets its display name.
 
 Encoders (``build_text_encoder(name, ...)``):
 
@@ -21,7 +29,8 @@ As in the public embeddings, the CLIP embeddings are NOT L2-normalised.
 
 Cache file (``torch.save`` of a dict, written atomically): ``classes`` (canonical names),
 ``embeddings`` (float32 ``(K, width)``), ``width``, ``encoder`` (an id such as
-``open_clip:ViT-B-32:openai``), ``prompt`` and ``format_version``. :func:`load_text_embeddings`
+``open_clip:ViT-B-32:openai``), ``prompt``, ``prompts`` (the texts encoded, one per class) and
+``format_version``. :func:`load_text_embeddings`
 checks the class list and width against the config and raises a clear error on a mismatch.
 
 Missing weights: a download that cannot happen (no network, not in the local cache) fails at
@@ -48,7 +57,10 @@ from medsegzoo.utils import atomic_path
 
 __all__ = [
     "EMBEDDING_FORMAT_VERSION",
+    "OFFICIAL_CLASS_WORDING",
+    "OFFICIAL_PROMPT",
     "PAPER_PROMPT",
+    "PROMPT_NAMES",
     "MiniLMTextEncoder",
     "OneHotTextEncoder",
     "OpenCLIPTextEncoder",
@@ -63,7 +75,48 @@ __all__ = [
     "write_text_embeddings",
 ]
 
+# Table 2 / appendix A of the paper write the template with a full stop; the official script that
+# encodes the classes (pretrained_weights/clip_embedding.py) uses it without one
 PAPER_PROMPT = "A computerized tomography of a {}."
+OFFICIAL_PROMPT = "A computerized tomography of a {}"
+# the class names the official script puts into the prompt, in the universal32 order; "Arota" and
+# "Celiac Truck" are that script's spellings (utils.py's ORGAN_NAME writes "Aorta"), kept because
+# they are the text the released embeddings were made from
+OFFICIAL_CLASS_WORDING: dict[str, str] = {
+    "spleen": "Spleen",
+    "kidney_right": "Right Kidney",
+    "kidney_left": "Left Kidney",
+    "gallbladder": "Gall Bladder",
+    "esophagus": "Esophagus",
+    "liver": "Liver",
+    "stomach": "Stomach",
+    "aorta": "Arota",
+    "postcava": "Postcava",
+    "portal_vein_and_splenic_vein": "Portal Vein and Splenic Vein",
+    "pancreas": "Pancreas",
+    "adrenal_gland_right": "Right Adrenal Gland",
+    "adrenal_gland_left": "Left Adrenal Gland",
+    "duodenum": "Duodenum",
+    "hepatic_vessel": "Hepatic Vessel",
+    "lung_right": "Right Lung",
+    "lung_left": "Left Lung",
+    "colon": "Colon",
+    "intestine": "Intestine",
+    "rectum": "Rectum",
+    "bladder": "Bladder",
+    "prostate_uterus": "Prostate",
+    "femur_head_left": "Left Head of Femur",
+    "femur_head_right": "Right Head of Femur",
+    "celiac_trunk": "Celiac Truck",
+    "kidney_tumor": "Kidney Tumor",
+    "liver_tumor": "Liver Tumor",
+    "pancreas_tumor": "Pancreas Tumor",
+    "hepatic_vessel_tumor": "Hepatic Vessel Tumor",
+    "lung_tumor": "Lung Tumor",
+    "colon_tumor": "Colon Tumor",
+    "kidney_cyst": "Kidney Cyst",
+}
+PROMPT_NAMES: tuple[str, ...] = ("official", "taxonomy")
 EMBEDDING_FORMAT_VERSION = 1
 # "no weights" spellings accepted for open_clip's ``pretrained`` (config files cannot hold None
 # comfortably, and users type all of these)
@@ -90,12 +143,14 @@ class TextEmbeddings:
         embeddings: float32 tensor ``(len(classes), width)``.
         encoder: id of the encoder that made them.
         prompt: prompt template (``{}`` = class name).
+        prompts: the texts encoded, one per class (empty for files written before they were kept).
     """
 
     classes: tuple[str, ...]
     embeddings: torch.Tensor
     encoder: str
     prompt: str
+    prompts: tuple[str, ...] = ()
 
     @property
     def width(self) -> int:
@@ -341,29 +396,38 @@ def _canonical_classes(classes: Sequence[str], context: str) -> tuple[str, ...]:
     return names
 
 
-def class_prompts(classes: Sequence[str], prompt: str = PAPER_PROMPT) -> list[str]:
-    """Fill the prompt template with each class's display name ("right kidney").
+def class_prompts(classes: Sequence[str], prompt: str = OFFICIAL_PROMPT, names: str = "official") -> list[str]:
+    """Fill the prompt template with a name per class.
 
     Args:
         classes: class names in any spelling known to the taxonomy.
         prompt: template with one ``{}`` (or the paper's ``[CLS]``).
+        names: ``"official"`` (the official code's wording, :data:`OFFICIAL_CLASS_WORDING`; the
+            display name for a class it does not have) or ``"taxonomy"`` (the display name,
+            "right kidney", "inferior vena cava").
 
     Returns:
         One prompt per class.
 
     Raises:
         UnknownNameError: a class unknown to the taxonomy.
+        DataValidationError: a template without exactly one placeholder, or an unknown ``names``.
     """
     template = prompt.replace("[CLS]", "{}")
     if template.count("{}") != 1:
         raise DataValidationError(f"prompt {prompt!r} must contain exactly one '{{}}' or '[CLS]'")
-    return [template.format(display_name(canonical_name(c))) for c in classes]
+    if names not in PROMPT_NAMES:
+        raise DataValidationError(f"prompt names must be one of {list(PROMPT_NAMES)}, got {names!r}")
+    wording = OFFICIAL_CLASS_WORDING if names == "official" else {}
+    canonical = [canonical_name(c) for c in classes]
+    return [template.format(wording.get(c) or display_name(c)) for c in canonical]
 
 
 def compute_text_embeddings(
     classes: Sequence[str],
     encoder: str | TextEncoder = "open_clip",
-    prompt: str = PAPER_PROMPT,
+    prompt: str = OFFICIAL_PROMPT,
+    prompt_names: str = "official",
     **encoder_kwargs: Any,
 ) -> TextEmbeddings:
     """Embed every class with the prompt template.
@@ -372,6 +436,7 @@ def compute_text_embeddings(
         classes: class names (canonicalised through the taxonomy).
         encoder: encoder name for :func:`build_text_encoder` or an encoder object.
         prompt: template with ``{}`` or ``[CLS]`` for the class name.
+        prompt_names: the names put into the template (:func:`class_prompts`' ``names``).
         **encoder_kwargs: passed to :func:`build_text_encoder`.
 
     Returns:
@@ -382,10 +447,10 @@ def compute_text_embeddings(
         MedSegZooError: the encoder's weights cannot be loaded.
     """
     names = _canonical_classes(classes, "compute_text_embeddings")
-    prompts = class_prompts(names, prompt)
+    prompts = class_prompts(names, prompt, prompt_names)
     enc = build_text_encoder(encoder, **encoder_kwargs) if isinstance(encoder, str) else encoder
     vectors = enc.encode(prompts).detach().float().cpu().contiguous()
-    return TextEmbeddings(names, vectors, enc.encoder_id, prompt)
+    return TextEmbeddings(names, vectors, enc.encoder_id, prompt, tuple(prompts))
 
 
 def save_text_embeddings(embeddings: TextEmbeddings, path: str | os.PathLike) -> Path:
@@ -405,6 +470,7 @@ def save_text_embeddings(embeddings: TextEmbeddings, path: str | os.PathLike) ->
         "width": embeddings.width,
         "encoder": embeddings.encoder,
         "prompt": embeddings.prompt,
+        "prompts": list(embeddings.prompts),
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -415,11 +481,12 @@ def write_text_embeddings(
     path: str | os.PathLike,
     classes: Sequence[str],
     encoder: str = "open_clip",
-    prompt: str = PAPER_PROMPT,
+    prompt: str = OFFICIAL_PROMPT,
     overwrite: bool = True,
     model_name: str | None = None,
     pretrained: str | None = None,
     device: str | torch.device = "cpu",
+    prompt_names: str = "official",
 ) -> Path:
     """Compute and cache the embeddings (the bundle's ``text_embeddings`` step).
 
@@ -433,10 +500,11 @@ def write_text_embeddings(
         classes: class names.
         encoder: ``open_clip``, ``minilm`` or ``onehot``.
         prompt: prompt template.
-        overwrite: False keeps an existing file whose classes and encoder kind match.
+        overwrite: False keeps an existing file whose classes, encoder kind and prompt texts match.
         model_name: open_clip model (default ``ViT-B-32``).
         pretrained: open_clip tag/file/``none`` (default ``openai``), or a MiniLM folder.
         device: where the text model runs.
+        prompt_names: ``"official"`` or ``"taxonomy"`` (:func:`class_prompts`).
 
     Returns:
         The path of the cache file.
@@ -452,7 +520,10 @@ def write_text_embeddings(
             cached = load_text_embeddings(path, classes=names)
         except DataValidationError:  # stale or foreign file: recompute it
             cached = None
-        if cached is not None and cached.encoder.split(":")[0] == key:
+        # the one-hot codes do not depend on the text; every other encoder's file must hold these prompts
+        wanted = tuple(class_prompts(names, prompt, prompt_names))
+        same_text = key == "onehot" or (cached is not None and cached.prompts == wanted)
+        if cached is not None and cached.encoder.split(":")[0] == key and same_text:
             return Path(path)
     kwargs: dict[str, Any] = {}
     if key == "open_clip":
@@ -461,7 +532,7 @@ def write_text_embeddings(
         kwargs = {"device": device}
         if pretrained and Path(pretrained).is_dir():
             kwargs["model_path"] = pretrained
-    return save_text_embeddings(compute_text_embeddings(names, key, prompt, **kwargs), path)
+    return save_text_embeddings(compute_text_embeddings(names, key, prompt, prompt_names, **kwargs), path)
 
 
 def load_text_embeddings(
@@ -525,4 +596,5 @@ def load_text_embeddings(
             f"match the config's text_embedding_width {width}; recompute the file or set the "
             "width to match"
         )
-    return TextEmbeddings(stored, vectors.float(), str(payload["encoder"]), str(payload.get("prompt", "")))
+    prompts = tuple(str(p) for p in payload.get("prompts") or ())
+    return TextEmbeddings(stored, vectors.float(), str(payload["encoder"]), str(payload.get("prompt", "")), prompts)
