@@ -54,6 +54,26 @@ def test_anisotropic_pooling_plan():
     assert out.shape == (1, 2, 64, 64, 16)
 
 
+def test_planned_strides_and_kernels_keep_the_published_names():
+    # a thick-slice plan (RAS, slices last): no pooling and 1-wide kernels on the slice axis first
+    pools = [[2, 2, 1], [2, 2, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
+    kernels = [[3, 3, 1], [3, 3, 1], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]
+    with torch.device("meta"):
+        planned = STUNet(1, 105, size="S", pool_kernel_sizes=pools, conv_kernel_sizes=kernels)
+    state = planned.state_dict()
+    assert list(state) == [name for name, _ in REFERENCE["S"]]
+    assert state["conv_blocks_context.0.0.conv1.weight"].shape == (16, 1, 3, 3, 1)
+    assert state["conv_blocks_localization.4.0.conv2.weight"].shape == (16, 16, 3, 3, 1)  # the decoder too
+    assert state["conv_blocks_context.2.0.conv1.weight"].shape == (64, 32, 3, 3, 3)
+    net = STUNet(1, 2, size="S", channels=[4, 8, 8, 8, 8, 8], pool_kernel_sizes=pools, conv_kernel_sizes=kernels)
+    assert net.divisible_by == (32, 32, 8)
+    x = torch.randn(1, 1, 64, 64, 16)
+    with torch.no_grad():
+        out = net.eval()(x)
+        assert out.shape == (1, 2, 64, 64, 16)
+        torch.testing.assert_close(torch.jit.script(net)(x), out)
+
+
 def test_unknown_size_is_clear():
     with pytest.raises(UnknownNameError, match="unknown STU-Net size 'XL'"):
         STUNet(size="XL")

@@ -8,6 +8,8 @@ from medsegzoo.errors import DataValidationError
 from medsegzoo.planning import (
     compute_fingerprint,
     load_fingerprint,
+    nnunet_target_spacing,
+    plain_unet_feature_map_size,
     plan_patch_and_spacing,
     save_fingerprint,
 )
@@ -46,22 +48,64 @@ def test_fingerprint_statistics_equal_numpy_on_all_foreground(tmp_path):
     assert again.normalization_kwargs()["upper"] == fp.percentile_99_5
 
 
-def test_plan_anisotropic_spacing_and_patch_budget():
+def _fingerprint(spacings, shapes):
     from medsegzoo.planning.fingerprint import DatasetFingerprint
 
-    fp = DatasetFingerprint(
-        num_cases=3, modality="CT", mean=0, std=1, percentile_00_5=-1, percentile_99_5=1,
-        median_spacing=[0.8, 0.8, 5.0], median_shape=[512, 512, 80],
-        spacings=[[0.8, 0.8, 5.0], [0.8, 0.8, 5.0], [0.8, 0.8, 1.0]] * 4,
-        shapes=[],
+    return DatasetFingerprint(
+        num_cases=len(spacings), modality="CT", mean=0, std=1, percentile_00_5=-1, percentile_99_5=1,
+        median_spacing=np.median(spacings, axis=0).tolist(), median_shape=np.median(shapes, axis=0).astype(int).tolist(),
+        spacings=spacings, shapes=shapes,
     )
-    plan = plan_patch_and_spacing(fp, divisible_by=(32, 32, 8), max_patch_voxels=160 * 160 * 64)
-    # 5.0 > 3 x 0.8, so the coarse axis takes the 10th percentile of its spacings (1.0 here)
-    assert plan["spacing"] == [0.8, 0.8, 1.0]
-    patch = plan["patch_size"]
-    assert all(p % d == 0 for p, d in zip(patch, (32, 32, 8)))
-    assert np.prod(patch) <= 160 * 160 * 64
-    assert patch[2] <= 400  # never more than the resampled extent (80 x 5 mm / 1 mm)
+
+
+def test_target_spacing_of_thick_slices():
+    # median 5 mm > 3 x 0.8 mm and 80 x 3 voxels < 512: the 10th percentile of [1, 5, 5] = 1.8 mm
+    spacings = [[0.8, 0.8, 5.0], [0.8, 0.8, 5.0], [0.8, 0.8, 1.0]]
+    assert nnunet_target_spacing(spacings, [[512, 512, 80]] * 2 + [[512, 512, 300]]) == pytest.approx([0.8, 0.8, 1.8])
+    # many slices (300 x 3 >= 512): the median stays
+    assert nnunet_target_spacing(spacings, [[512, 512, 300]] * 3) == pytest.approx([0.8, 0.8, 5.0])
+    # a 10th percentile finer than the other axes is raised to them (+1e-5)
+    mixed = [[1.0, 1.0, 6.0]] * 5 + [[1.0, 1.0, 0.2]] * 2
+    assert nnunet_target_spacing(mixed, [[400, 400, 50]] * 7) == pytest.approx([1.0, 1.0, 1.00001])
+
+
+def test_plan_of_a_thick_slice_set_in_ras_order():
+    # 0.8 x 0.8 x 5 mm, slices last (RAS): strides [2, 2, 1] and kernels [3, 3, 1] first, i.e.
+    # nnU-Net's [1, 2, 2] / [1, 3, 3] with its slice axis first
+    fp = _fingerprint([[0.8, 0.8, 5.0]] * 4, [[512, 512, 60]] * 4)
+    plan = plan_patch_and_spacing(fp, num_labels=9)
+    assert plan["spacing"] == pytest.approx([0.8, 0.8, 5.0])
+    assert plan["pool_kernel_sizes"][0] == [2, 2, 1]
+    assert plan["conv_kernel_sizes"][0] == [3, 3, 1]
+    assert plan["conv_kernel_sizes"][-1] == [3, 3, 3]
+    assert plan["median_shape"] == [512.0, 512.0, 60.0]
+    divisible = [int(np.prod([p[a] for p in plan["pool_kernel_sizes"]])) for a in range(3)]
+    assert all(s % d == 0 for s, d in zip(plan["patch_size"], divisible))
+    assert plain_unet_feature_map_size(plan["patch_size"], plan["pool_kernel_sizes"], 9) <= 560_000_000
+    assert plan["patch_size"][2] <= 64  # never beyond the median shape's divisible size
+
+
+def test_plan_with_a_voxel_budget_and_resampled_median_shape():
+    # two cases at 1 mm and two at 2 mm: resampled to the median 1.5 mm the shapes are 67 and 133,
+    # median 100 (nnU-Net's median of the resampled shapes, not of the raw ones)
+    fp = _fingerprint([[1.0, 1.0, 1.0]] * 2 + [[2.0, 2.0, 2.0]] * 2, [[100, 100, 100]] * 4)
+    plan = plan_patch_and_spacing(fp, max_patch_voxels=64**3)
+    assert plan["spacing"] == pytest.approx([1.5, 1.5, 1.5])
+    assert plan["median_shape"] == [100.0, 100.0, 100.0]
+    assert plan["patch_size"] == [64, 64, 64]
+
+
+def test_fingerprint_reads_spacing_in_ras_axis_order(tmp_path):
+    # voxel axes stored as (S, R, A): RAS order is voxel axes (1, 2, 0)
+    affine = np.array([[0, 0.7, 0, 0], [0, 0, 0.8, 0], [5.0, 0, 0, 0], [0, 0, 0, 1]], dtype=float)
+    image = np.zeros((6, 10, 12), np.float32)
+    label = np.zeros((6, 10, 12), np.uint8)
+    label[2:4, 3:6, 4:8] = 1
+    nib.save(nib.Nifti1Image(image, affine), tmp_path / "i.nii.gz")
+    nib.save(nib.Nifti1Image(label, affine), tmp_path / "l.nii.gz")
+    fp = compute_fingerprint([{"image": "i.nii.gz", "label": "l.nii.gz"}], base_dir=tmp_path)
+    assert fp.spacings == [pytest.approx([0.7, 0.8, 5.0])]
+    assert fp.shapes == [[10, 12, 6]]
 
 
 def test_fingerprint_errors_name_the_file(tmp_path):
