@@ -142,12 +142,12 @@ def test_stunet_checkpoint_of_another_size_is_refused_and_nothing_written(tmp_pa
     source = tmp_path / "small_ep4k.model"
     stunet_model_file(source)
     before = snapshot(root)
-    # the bundle's default network is STU-Net B with the 8 A-Eval classes
+    # the bundle's default network is STU-Net L (A-Eval's tables) with the 8 A-Eval classes
     with pytest.raises(StateDictMismatchError) as err:
         import_weights(root, source)
     text = str(err.value)
     assert str(source) in text and "does not fit STUNet" in text
-    assert "conv_blocks_context.0.0.conv1.weight: checkpoint (16, 1, 3, 3, 3) vs network (32, 1, 3, 3, 3)" in text
+    assert "conv_blocks_context.0.0.conv1.weight: checkpoint (16, 1, 3, 3, 3) vs network (64, 1, 3, 3, 3)" in text
     assert "--override stunet_size=S --override label_system=totalsegmentator_stunet" in text
     assert snapshot(root) == before
 
