@@ -77,7 +77,7 @@ def test_trainer_updates_student_and_ema_teacher() -> None:
     net = DualDecoderVNet(base_filters=4)
     initial = copy.deepcopy(net)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
-    trainer = SemiSupervisedTrainer("cpu", 1, _loader(1), net, opt, TCSegLoss(mix_start_iteration=1), ema_momentum=0.01)
+    trainer = SemiSupervisedTrainer("cpu", 1, _loader(1), net, opt, TCSegLoss(mix_start_iteration=0), ema_momentum=0.01)
     trainer.run()
     assert trainer.state.iteration == 1
     assert set(trainer.state.output["terms"]) >= {"sup", "pse", "cal", "mix"}
@@ -88,6 +88,39 @@ def test_trainer_updates_student_and_ema_teacher() -> None:
         # one EMA step: teacher = 0.99 * initial + 0.01 * student
         assert torch.allclose(teacher_w, 0.99 * w0[name] + 0.01 * student_w.detach(), atol=1e-6), name
     assert any(not torch.equal(p, w0[n]) for n, p in net.named_parameters())
+
+
+class _RecordTeacher(TCSegLoss):
+    """TCSegLoss that records the teacher's mode and whether two teacher passes differ (dropout)."""
+
+    def forward(self, network, teacher, labeled_image, label, unlabeled_image, iteration):  # noqa: ANN001, ANN201, PLR0913
+        self.teacher_training = teacher.training
+        with torch.no_grad():
+            first, second = teacher(unlabeled_image), teacher(unlabeled_image)
+        self.teacher_stochastic = not torch.equal(first, second)
+        return super().forward(network, teacher, labeled_image, label, unlabeled_image, iteration)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_teacher_mode_during_the_step(mode: str) -> None:
+    torch.manual_seed(0)
+    net = DualDecoderVNet(base_filters=4, dropout=0.5)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    objective = _RecordTeacher(mix_start_iteration=10**6)
+    trainer = SemiSupervisedTrainer("cpu", 1, _loader(1), net, opt, objective, teacher_mode=mode)
+    trainer.teacher.train(mode != "train")  # the trainer must set the mode itself before every step
+    trainer.run()
+    assert objective.teacher_training is (mode == "train")
+    # train mode: dropout is on, so two teacher passes differ; eval mode: deterministic
+    assert objective.teacher_stochastic is (mode == "train")
+    student_bn = {n: b for n, b in net.named_buffers() if n.endswith("running_mean")}
+    teacher_bn = {n: b for n, b in trainer.teacher.named_buffers() if n.endswith("running_mean")}
+    assert student_bn, "the V-Net has BatchNorm layers"
+    same = all(torch.equal(student_bn[n], teacher_bn[n]) for n in student_bn)
+    # eval: the student's statistics are copied after the update; train: the teacher keeps its own
+    assert same is (mode == "eval")
+    with pytest.raises(MedSegZooError, match="teacher_mode"):
+        SemiSupervisedTrainer("cpu", 1, _loader(1), net, opt, TCSegLoss(), teacher_mode="frozen")
 
 
 def test_supervised_only_has_no_teacher_and_needs_no_unlabeled() -> None:

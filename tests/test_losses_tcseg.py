@@ -13,24 +13,31 @@ import pytest
 import torch
 from scipy import ndimage
 
+from medsegzoo.errors import MedSegZooError
 from medsegzoo.losses.reliability import (
+    ReliabilityMasks,
     class_prototypes,
     decoder_disagreement,
     ensemble_confidence,
+    largest_component,
     perturbation_mask,
     prototype_similarity,
     reliability_masks,
 )
-from medsegzoo.errors import MedSegZooError
 from medsegzoo.losses.tcseg import (
+    RELEASE_CALIBRATION_WEIGHTS,
     TCSegLoss,
+    box_cutmix,
     calibration_loss,
+    centred_boxes,
     mix_loss,
     pseudo_label_loss,
     random_box_mask,
+    random_boxes,
     reliability_cutmix,
     sigmoid_rampup,
 )
+from medsegzoo.networks.vnet_dual import DualDecoderOutput
 
 
 def two_class(fg: list[float]) -> torch.Tensor:
@@ -161,7 +168,18 @@ def test_sigmoid_rampup() -> None:
     assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5))
     assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-1.25))
     assert sigmoid_rampup(200, 100) == 1.0
-    assert TCSegLoss(consistency_weight=2.0, rampup_iterations=100).unsupervised_weight(100) == 2.0
+    assert TCSegLoss(consistency_weight=2.0, rampup_iterations=100, rampup_step=1).unsupervised_weight(100) == 2.0
+
+
+def test_rampup_is_the_release_staircase() -> None:
+    # the released code evaluates sigmoid_rampup(t // 150, 40): constant over blocks of 150 iterations
+    loss = TCSegLoss()  # rampup_iterations 6000, rampup_step 150
+    assert loss.unsupervised_weight(1) == pytest.approx(math.exp(-5))
+    assert loss.unsupervised_weight(149) == pytest.approx(math.exp(-5))
+    assert loss.unsupervised_weight(150) == pytest.approx(math.exp(-5 * (1 - 1 / 40) ** 2))
+    assert loss.unsupervised_weight(299) == pytest.approx(math.exp(-5 * (1 - 1 / 40) ** 2))
+    assert loss.unsupervised_weight(3000) == pytest.approx(math.exp(-5 * 0.5**2))
+    assert loss.unsupervised_weight(6000) == 1.0
 
 
 class _TinyDual(torch.nn.Module):
@@ -173,8 +191,6 @@ class _TinyDual(torch.nn.Module):
         self.heads = torch.nn.ModuleList([torch.nn.Conv3d(4, 2, 1), torch.nn.Conv3d(4, 2, 1)])
 
     def forward(self, x: torch.Tensor, return_all: bool = False):  # noqa: ANN201
-        from medsegzoo.networks.vnet_dual import DualDecoderOutput
-
         f = torch.relu(self.enc(x))
         logits = tuple(h(f) for h in self.heads)
         return DualDecoderOutput(logits=logits, features=(f, f * 2)) if return_all else logits[0]
@@ -188,21 +204,24 @@ def test_total_loss_terms_and_switches() -> None:
     y = (xl > 0.5).long()
     full = TCSegLoss(mix_start_iteration=0, rampup_iterations=10)
     out = full(net, teacher, xl, y, xu, iteration=10)
-    total = out["sup"] + out["weight"] * (out["pse"] + out["cal"]) + out["mix"]
+    assert full.sup_weight == 0.25  # the released code's (CE + Dice) / 4 per decoder
+    total = 0.25 * out["sup"] + out["weight"] * (out["pse"] + out["cal"]) + out["mix"]
     assert out["loss"].item() == pytest.approx(total.item(), rel=1e-6)
     assert out["mix"].item() > 0 and out["cal"].item() > 0
     out["loss"].backward()
     assert all(p.grad is not None for p in net.parameters())
     assert all(p.grad is None for p in teacher.parameters())
     sup = TCSegLoss(supervised_only=True)(net, None, xl, y, None, iteration=10)
-    assert sup["loss"].item() == pytest.approx(sup["sup"].item())
-    assert sup["loss"].item() == pytest.approx(out["sup"].item(), rel=1e-5)  # same labeled forward
+    assert sup["loss"].item() == pytest.approx(sup["sup"].item())  # the baseline keeps weight 1
+    same_dice = TCSegLoss(supervised_only=True, sup_dice="foreground_batch")(net, None, xl, y, None, iteration=10)
+    assert same_dice["sup"].item() == pytest.approx(out["sup"].item(), rel=1e-5)  # same labeled forward
     no_img = TCSegLoss(use_image_space=False, use_probability_space=False)(net, teacher, xl, y, xu, iteration=10)
     assert no_img["mix"].item() == 0.0 and no_img["pse"].item() == 0.0
     no_feat = TCSegLoss(use_feature_space=False, mix_start_iteration=10**9)(net, teacher, xl, y, xu, iteration=1)
     student = net(torch.cat([xl, xu]), return_all=True)
     p = [torch.softmax(lg, 1) for lg in student.logits]
-    assert no_feat["cal"].item() == pytest.approx(calibration_loss(p).item(), rel=1e-5)
+    expected_cal = calibration_loss(p, None, RELEASE_CALIBRATION_WEIGHTS, "mean")
+    assert no_feat["cal"].item() == pytest.approx(expected_cal.item(), rel=1e-5)
     with pytest.raises(MedSegZooError, match="unlabeled"):
         full(net, teacher, xl, y, torch.rand(0, 1, 6, 6, 6), iteration=1)
 
@@ -212,3 +231,134 @@ def test_threshold_errors_name_the_place() -> None:
         TCSegLoss(tau_min=0.5, tau_max=0.4)
     with pytest.raises(MedSegZooError, match="TCSegLoss: tolerances"):
         TCSegLoss(tau=-0.1)
+
+
+def test_calibration_loss_release_weights_from_its_branch_loop() -> None:
+    p1, p2 = two_class([0.8, 0.4]), two_class([0.6, 0.4])
+    q1, q2 = two_class([0.8, 0.4]), two_class([0.4, 0.4])
+
+    def mse(a: torch.Tensor, b: torch.Tensor) -> float:  # torch's mse_loss(reduction="mean") by hand
+        return float(((a - b) ** 2).sum() / a.numel())
+
+    # the released loop: branch 0 starts a running sum, branch 1 adds its own term; both add the sum
+    running = mse(p1, p2) + mse(q1, q2) / 4 + mse(q1, p1) / 4
+    total = running
+    running += mse(q2, p2) / 4
+    total += running
+    assert total == pytest.approx(2 * 0.02 + 0.5 * 0.08 + 0.5 * 0.0 + 0.25 * 0.02)  # per-term means, by hand
+    got = calibration_loss([p1, p2], [q1, q2], RELEASE_CALIBRATION_WEIGHTS, "mean")
+    assert got.item() == pytest.approx(total)
+    with pytest.raises(MedSegZooError, match="4 calibration weights"):
+        calibration_loss([p1, p2], [q1, q2], (1.0, 1.0))
+    with pytest.raises(MedSegZooError, match="reduction"):
+        TCSegLoss(calibration_reduction="max")
+
+
+def test_sup_term_is_the_release_foreground_batch_dice_plus_ce() -> None:
+    torch.manual_seed(1)
+    net = _TinyDual()
+    xl, xu = torch.rand(2, 1, 5, 5, 5), torch.rand(2, 1, 5, 5, 5)
+    y = (xl > 0.4).long()
+    out = TCSegLoss(mix_start_iteration=10**6)(net, copy.deepcopy(net), xl, y, xu, iteration=1)
+    expected = 0.0
+    for logits in net(torch.cat([xl, xu]), return_all=True).logits:
+        logits = logits[:2].detach()
+        ce = torch.nn.functional.cross_entropy(logits, y[:, 0])
+        fg, g = torch.softmax(logits, 1)[:, 1], (y[:, 0] == 1).float()
+        dice = 1 - (2 * (fg * g).sum() + 1e-8) / (fg.sum() + g.sum() + 1e-8)  # one Dice over the whole batch
+        expected += float(ce + dice)
+    assert out["sup"].item() == pytest.approx(expected, rel=1e-5)
+    per_sample = TCSegLoss(supervised_only=True)(net, None, xl, y, None, iteration=1)["sup"]
+    assert per_sample.item() != pytest.approx(expected, rel=1e-3)  # MONAI's per-sample Dice with background differs
+
+
+def test_perturbation_mask_release_closing_random_element_and_minimum() -> None:
+    unreliable = torch.zeros(1, 12, 12, 12, dtype=torch.bool)
+    unreliable[0, 3:8, 3:8, 3:8] = True
+    unreliable[0, 5, 5, 5] = False  # a hole the 3^3 closing fills
+    unreliable[0, 10, 10, 10] = True  # a speck away from the blob
+    closed = perturbation_mask(unreliable, dilation_iterations=0, closing=True)[0]
+    assert closed[5, 5, 5] and not closed[10, 10, 10]  # hole closed, speck dropped (not the largest component)
+    assert not perturbation_mask(unreliable, dilation_iterations=0, min_voxels=200).any()  # 124 + 1 voxels < 200
+    # the released dilation: one random element (side 1..7, each voxel kept with p 0.5), by hand with scipy
+    draws = np.random.default_rng(3)
+    side = int(draws.integers(1, 8))
+    element = draws.random((side,) * 3) < 0.5
+    sample = ndimage.binary_closing(unreliable[0].numpy(), structure=np.ones((3, 3, 3), bool))
+    expected = largest_component(ndimage.binary_dilation(sample, structure=element))
+    got = perturbation_mask(unreliable, closing=True, random_element_size=7, rng=np.random.default_rng(3))[0]
+    assert (got.numpy() == expected).all()
+
+
+def test_centred_and_random_boxes_by_hand() -> None:
+    masks = torch.zeros(2, 20, 16, 8, dtype=torch.bool)
+    masks[0, 8:13, 4:9, 2:5] = True  # centre (10, 6, 3)
+    masks[1, 0:3, 13:16, 0:8] = True  # centre (1, 14, 3.5) -> truncated to (1, 14, 3)
+    boxes = centred_boxes(masks, np.random.default_rng(0))
+    draws = np.random.default_rng(0)
+    for i, (cx, cy) in enumerate([(10, 6), (1, 14)]):
+        lam = draws.beta(4, 4)
+        hx, hy = int(lam * 20) // 2, int(lam * 16) // 2
+        expected = torch.zeros(20, 16, 8, dtype=torch.bool)
+        expected[max(0, cx - hx):min(20, cx + hx), max(0, cy - hy):min(16, cy + hy), :] = True  # whole third axis
+        assert torch.equal(boxes[i], expected), i
+    masks[1] = False
+    assert centred_boxes(masks, np.random.default_rng(0)) is None  # an empty mask: the caller draws random boxes
+
+    boxes = random_boxes((20, 16, 8), 2, np.random.default_rng(5))
+    draws = np.random.default_rng(5)
+    ratio = math.sqrt(1 - draws.beta(4, 4))  # one size for the batch
+    for i in range(2):
+        expected = torch.zeros(20, 16, 8, dtype=torch.bool)
+        spans = []
+        for size in (20, 16):
+            half, centre = int(size * ratio) // 2, int(draws.integers(int(size / 8), size))
+            assert int(size / 8) <= centre < size
+            spans.append(slice(min(max(centre - half, 0), size), min(max(centre + half, 0), size)))
+        expected[spans[0], spans[1], :] = True
+        assert torch.equal(boxes[i], expected), i
+
+
+def test_box_cutmix_is_bidirectional() -> None:
+    xl, xu = torch.zeros(2, 1, 4, 4, 2), torch.ones(2, 1, 4, 4, 2)
+    gt = torch.ones(2, 1, 4, 4, 2, dtype=torch.long)
+    pseudo = torch.zeros(2, 4, 4, 2, dtype=torch.long)
+    boxes = torch.zeros(2, 4, 4, 2, dtype=torch.bool)
+    boxes[0, :2, :2] = True
+    boxes[1, 2:, 2:] = True
+    image, label = box_cutmix(xl, gt, xu, pseudo, boxes)
+    # pair 0: labeled base, unlabeled content (and its pseudo-label) in the box
+    assert torch.equal(image[0, 0].bool(), boxes[0]) and torch.equal(label[0].bool(), ~boxes[0])
+    # pair 1: unlabeled base, labeled content (and its ground truth) in the box
+    assert torch.equal(image[1, 0].bool(), ~boxes[1]) and torch.equal(label[1].bool(), boxes[1])
+
+
+def _reliability(unreliable: torch.Tensor) -> ReliabilityMasks:
+    """Reliability masks whose only meaningful field is ``unreliable``."""
+    shape = unreliable.shape
+    probs = torch.full((shape[0], 2, *shape[1:]), 0.5)
+    return ReliabilityMasks(probs, probs[:, 0], ~unreliable, ~unreliable, torch.zeros_like(probs, dtype=torch.bool), unreliable)
+
+
+def test_mix_alternates_reliability_box_and_random_box() -> None:
+    unreliable = torch.zeros(2, 20, 16, 8, dtype=torch.bool)
+    unreliable[:, 8:13, 4:9, 2:5] = True
+    loss = TCSegLoss(mask_closing=False, dilation_element_size=None, dilation_iterations=0, min_mask_voxels=1, seed=0)
+    boxes, used = loss.mix_boxes(_reliability(unreliable), 2, iteration=101)  # odd: around the mask centre
+    assert used and torch.equal(boxes, centred_boxes(unreliable, np.random.default_rng(0)))
+    boxes, used = loss.mix_boxes(_reliability(unreliable), 2, iteration=102)  # even: random box
+    assert not used
+    draws = np.random.default_rng(0)
+    draws.beta(4, 4, size=2)  # what the odd iteration's two boxes used
+    assert torch.equal(boxes, random_boxes((20, 16, 8), 2, draws))
+    _, used = loss.mix_boxes(_reliability(torch.zeros_like(unreliable)), 2, iteration=103)
+    assert not used  # nothing unreliable: random boxes, as the released code falls back
+    # through the whole objective: odd iterations report the reliability box, even ones do not
+    torch.manual_seed(0)
+    net = _TinyDual()
+    xl, xu = torch.rand(2, 1, 6, 6, 6), torch.rand(2, 1, 6, 6, 6)
+    y = (xl > 0.5).long()
+    full = TCSegLoss(mix_start_iteration=100, min_mask_voxels=1, seed=0)
+    assert full(net, copy.deepcopy(net), xl, y, xu, iteration=100)["mix"].item() == 0.0  # mixing starts after 100
+    assert full(net, copy.deepcopy(net), xl, y, xu, iteration=101)["reliability_box"].item() == 1.0
+    assert full(net, copy.deepcopy(net), xl, y, xu, iteration=102)["reliability_box"].item() == 0.0

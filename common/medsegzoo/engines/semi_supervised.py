@@ -16,7 +16,10 @@ Three pieces a bundle config wires together (``bundles/tcseg_semi_supervised_seg
   TCSeg :class:`~medsegzoo.losses.tcseg.TCSegLoss`). The teacher is ignite's
   :class:`~ignite.handlers.EMAHandler` (``ema = (1 - m) ema + m student`` after every
   iteration; ``m = 0.01`` is the mean-teacher decay 0.99), so it is saved, restored and
-  updated by the same event machinery as everything else.
+  updated by the same event machinery as everything else. By default the teacher runs in
+  train mode, as the released TCSeg code and the UA-MT family run theirs (dropout on,
+  BatchNorm on batch statistics, its buffers its own); ``teacher_mode="eval"`` runs it in
+  eval mode with the student's BatchNorm statistics copied after every update.
 """
 
 from __future__ import annotations
@@ -36,9 +39,17 @@ from medsegzoo.data.datalist import load_datalist, load_split
 from medsegzoo.engines.precision import MixedPrecisionTrainer
 from medsegzoo.errors import DataValidationError, MedSegZooError
 
-__all__ = ["SemiSupervisedTrainer", "TwoStreamLoader", "overlap_for_stride", "require_checkpoint", "semi_supervised_split"]
+__all__ = [
+    "TEACHER_MODES",
+    "SemiSupervisedTrainer",
+    "TwoStreamLoader",
+    "overlap_for_stride",
+    "require_checkpoint",
+    "semi_supervised_split",
+]
 
 LABELED, UNLABELED = "labeled", "unlabeled"
+TEACHER_MODES = ("train", "eval")
 
 
 def semi_supervised_split(
@@ -246,6 +257,10 @@ class SemiSupervisedTrainer(MixedPrecisionTrainer):
         ema_momentum: EMA update weight of the student (``1 - decay``; 0.01 = decay 0.99).
         ema_momentum_warmup: optional start value of a linear momentum warm-up (ignite's).
         ema_warmup_iterations: length of that warm-up.
+        teacher_mode: ``"train"`` (released code: the teacher's dropout is on and its BatchNorm
+            uses batch statistics; ignite's ``handle_buffers="ema_train"``) or ``"eval"`` (the
+            teacher in eval mode with the student's running statistics copied after every
+            update; ignite's ``handle_buffers="copy"``). Set before every step.
         image_key: key of images in both batches.
         label_key: key of labels in the labeled batch.
         kwargs: everything else :class:`~monai.engines.SupervisedTrainer` takes
@@ -271,10 +286,13 @@ class SemiSupervisedTrainer(MixedPrecisionTrainer):
         ema_momentum: float = 0.01,
         ema_momentum_warmup: float | None = None,
         ema_warmup_iterations: int | None = None,
+        teacher_mode: str = "train",
         image_key: str = CommonKeys.IMAGE,
         label_key: str = CommonKeys.LABEL,
         **kwargs: Any,
     ) -> None:
+        if teacher_mode not in TEACHER_MODES:
+            raise MedSegZooError(f"SemiSupervisedTrainer: teacher_mode must be one of {TEACHER_MODES}, got {teacher_mode!r}")
         kwargs.setdefault("decollate", False)
         kwargs.setdefault("epoch_length", len(train_data_loader))  # MONAI needs it for non-DataLoader iterables
         super().__init__(
@@ -287,13 +305,17 @@ class SemiSupervisedTrainer(MixedPrecisionTrainer):
             **kwargs,
         )
         self.image_key, self.label_key = image_key, label_key
+        self.teacher_mode = teacher_mode
         self.needs_unlabeled = bool(getattr(loss_function, "needs_unlabeled", True))
         if self.needs_unlabeled and getattr(train_data_loader, "unlabeled", None) is None:
             raise MedSegZooError("SemiSupervisedTrainer: the objective needs unlabeled data but the loader has no unlabeled stream")
         self.ema_handler: EMAHandler | None = None
         self.teacher: torch.nn.Module | None = None
         if self.needs_unlabeled:
-            self.ema_handler = EMAHandler(network, momentum=ema_momentum, momentum_warmup=ema_momentum_warmup, warmup_iters=ema_warmup_iterations)
+            buffers = "ema_train" if teacher_mode == "train" else "copy"
+            self.ema_handler = EMAHandler(
+                network, momentum=ema_momentum, momentum_warmup=ema_momentum_warmup, warmup_iters=ema_warmup_iterations, handle_buffers=buffers
+            )
             # a resumed run restores engine.state itself; the momentum attribute is then re-created
             self.ema_handler.attach(self, name="ema_momentum", warn_if_exists=False)
             self.teacher = self.ema_handler.ema_model
@@ -312,6 +334,8 @@ class SemiSupervisedTrainer(MixedPrecisionTrainer):
                 raise MedSegZooError("SemiSupervisedTrainer: the semi-supervised objective got no unlabeled batch")
             unlabeled_image = unlabeled[self.image_key].to(engine.state.device, non_blocking=engine.non_blocking)  # type: ignore[attr-defined]
         engine.network.train()  # type: ignore[attr-defined]
+        if self.teacher is not None:  # a validation or a restored checkpoint must not leave it in another mode
+            self.teacher.train(self.teacher_mode == "train")
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)  # type: ignore[attr-defined]
         # the objective calls both networks itself: hand it autocast forwards (float32 outputs)
         student = self.autocast.wrap(engine.network)  # type: ignore[attr-defined]

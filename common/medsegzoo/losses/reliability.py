@@ -236,21 +236,54 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == (int(np.argmax(sizes)) + 1)
 
 
-def perturbation_mask(unreliable: torch.Tensor, dilation_iterations: int = 2, min_voxels: int = 1) -> torch.Tensor:
+def perturbation_mask(
+    unreliable: torch.Tensor,
+    dilation_iterations: int = 2,
+    min_voxels: int = 1,
+    closing: bool = False,
+    random_element_size: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> torch.Tensor:
     """Image-space perturbation target: dilated unreliable region, largest component (eq. 16).
+
+    Two ways to dilate: the paper's plain binary dilation (``dilation_iterations`` steps of the
+    face-connected element), or the released code's (``closing=True`` with a 3^3 cube first, then
+    one dilation with a random element: a cube of side ``1..random_element_size`` whose voxels
+    are each kept with probability 0.5).
 
     Args:
         unreliable: ``(B, *spatial)`` bool.
-        dilation_iterations: binary dilation steps with the face-connected structuring element.
-        min_voxels: a sample whose component is smaller than this gets an empty mask (the
-            caller then falls back to a random box, as the released code does).
+        dilation_iterations: binary dilation steps with the face-connected structuring element
+            (used when ``random_element_size`` is None).
+        min_voxels: a sample whose dilated mask has fewer voxels than this gets an empty mask
+            (the caller then falls back to a random box; the released code uses 100).
+        closing: binary closing with a 3^3 cube before the dilation (released code).
+        random_element_size: largest side of the random structuring element (released code: 7);
+            None for the face-connected element.
+        rng: random source of the random element (default: one seeded from numpy's global
+            state, which ``monai.utils.set_determinism`` seeds).
 
     Returns:
         ``(B, *spatial)`` bool on the input's device, one connected component (or empty) per sample.
     """
+    if random_element_size is not None and random_element_size < 1:
+        raise MedSegZooError(f"perturbation_mask: random_element_size must be >= 1, got {random_element_size}")
+    if random_element_size is not None and rng is None:
+        rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
     masks = []
     for sample in unreliable.detach().cpu().numpy().astype(bool):
-        grown = ndimage.binary_dilation(sample, iterations=dilation_iterations) if dilation_iterations > 0 and sample.any() else sample
-        component = largest_component(grown)
-        masks.append(component if component.sum() >= min_voxels else np.zeros_like(component))
+        grown = sample
+        if closing and grown.any():
+            grown = ndimage.binary_closing(grown, structure=np.ones((3,) * grown.ndim, dtype=bool))
+        if random_element_size is not None:
+            side = int(rng.integers(1, random_element_size + 1))  # type: ignore[union-attr]
+            element = rng.random((side,) * grown.ndim) < 0.5  # type: ignore[union-attr]
+            # an element without a single voxel dilates to nothing (scipy), as in the released code
+            grown = ndimage.binary_dilation(grown, structure=element)
+        elif dilation_iterations > 0 and grown.any():
+            grown = ndimage.binary_dilation(grown, iterations=dilation_iterations)
+        if grown.sum() < max(min_voxels, 1):
+            masks.append(np.zeros_like(sample))
+            continue
+        masks.append(largest_component(grown))
     return torch.from_numpy(np.stack(masks)).to(unreliable.device)
