@@ -19,6 +19,7 @@ from medsegzoo.losses import (
     merge_unlabeled_into_background,
     sigmoid_rampup,
 )
+from medsegzoo.losses.tct import ExclusionCrossEntropyLoss, MarginalCrossEntropyLoss
 
 
 def _logits_of(probs: list[list[float]], dim: int = 1) -> torch.Tensor:
@@ -159,10 +160,38 @@ def test_exclusion_and_me_hand_values():
     exc = ExclusionDiceLoss()(logits, label, labeled)
     # p2 = [0.2, 0.2], organs = [1, 0]: 2 * 0.2 / (0.4 + 1)
     assert exc.item() == pytest.approx(0.4 / 1.4, abs=1e-5)
-    me = MarginalExclusionLoss(2, exclusion_weight=2.0)(logits, label, labeled)
+    me = MarginalExclusionLoss(2, exclusion_weight=2.0, cross_entropy=False)(logits, label, labeled)
     assert me.item() == pytest.approx(MarginalDiceLoss(2)(logits, label, labeled).item() + 2 * 0.4 / 1.4, abs=1e-5)
     # fully labeled sample: nothing to exclude
     assert ExclusionDiceLoss()(logits, label, torch.ones(1, 2)).item() == 0.0
+
+
+def test_me_cross_entropy_terms_hand_values():
+    # the case above: voxel 0 is class 1 (p = 0.5, 0.3, 0.2), voxel 1 background (p = 0.2, 0.6, 0.2)
+    logits = _logits_of([[0.5, 0.3, 0.2], [0.2, 0.6, 0.2]])
+    label = torch.tensor([1, 0])[None, None, :, None, None]
+    labeled = torch.tensor([[1.0, 0.0]])
+    # marginal CE: class 2 is merged into background -> q = (0.7, 0.3) and (0.4, 0.6); targets 1 and 0
+    marginal_ce = (-math.log(0.3) - math.log(0.2 + 0.2)) / 2
+    assert MarginalCrossEntropyLoss()(logits, label, labeled).item() == pytest.approx(marginal_ce, rel=1e-6)
+    # exclusion CE: class 2's exclusion label is the labeled organ (voxel 0): mean of e log(p2 + 1)
+    exclusion_ce = (math.log(0.2 + 1.0) + 0.0) / 2
+    assert ExclusionCrossEntropyLoss()(logits, label, labeled).item() == pytest.approx(exclusion_ce, rel=1e-6)
+    assert ExclusionCrossEntropyLoss()(logits, label, torch.ones(1, 2)).item() == 0.0  # nothing unlabeled
+    # Shi et al.'s ME: (marginal Dice + marginal CE) + w (exclusion Dice + exclusion CE)
+    dice = MarginalDiceLoss(2)(logits, label, labeled).item()
+    me = MarginalExclusionLoss(2, exclusion_weight=2.0)(logits, label, labeled)
+    assert me.item() == pytest.approx(dice + marginal_ce + 2 * (0.4 / 1.4 + exclusion_ce), rel=1e-5)
+    out = TCTLoss(2, method="me", exclusion_weight=2.0)(logits, label, labeled)
+    assert set(out) >= {"main", "marginal_ce", "exclusion", "exclusion_ce"}
+    assert out["loss"].item() == pytest.approx(me.item(), rel=1e-6)
+    dice_only = TCTLoss(2, method="me", me_cross_entropy=False)(logits, label, labeled)
+    assert dice_only["loss"].item() == pytest.approx(dice + 0.4 / 1.4, rel=1e-5) and "marginal_ce" not in dice_only
+    # a vanishing probability keeps the marginal CE finite (log-sum-exp of the merged background)
+    extreme = torch.tensor([[-200.0, 50.0], [0.0, 0.0], [-200.0, 0.0]])[None, :, :, None, None]
+    assert torch.isfinite(MarginalCrossEntropyLoss()(extreme, torch.zeros_like(label), labeled))
+    with pytest.raises(MedSegZooError, match="epsilon"):
+        ExclusionCrossEntropyLoss(0.0)
 
 
 def test_sigmoid_rampup_values():
@@ -221,7 +250,8 @@ def test_tct_loss_variants():
     tal = TCTLoss(3, method="tal")(outputs["main"], label, labeled)
     assert tal["loss"].item() == pytest.approx(MarginalDiceLoss(3)(outputs["main"], label, labeled).item())
     me = TCTLoss(3, method="me")(outputs, label, labeled)
-    assert me["loss"].item() == pytest.approx(me["main"].item() + me["exclusion"].item(), rel=1e-6)
+    expected = me["main"] + me["marginal_ce"] + me["exclusion"] + me["exclusion_ce"]
+    assert me["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
     with pytest.raises(MedSegZooError, match="aux_heads=True"):
         TCTLoss(3)(outputs["main"], label, labeled)
     with pytest.raises(UnknownNameError, match="tct, tal, me"):

@@ -12,7 +12,9 @@ softmax ``p`` (B, N+1, ...) and the auxiliary head softmaxes ``g`` (B, N, 2, ...
 * :class:`ConsistencyLoss` (eq. 5-6): MSE between the main head (merged to {0, j}) and ATH j,
   kept only where IoU(main_j, ATH_j) >= theta; theta = median IoU over the heads (the
   ablation's fixed 0.5, batch mean, task mean are options).
-* :class:`ExclusionDiceLoss` and :class:`MarginalExclusionLoss` (ME baseline, Shi et al. 2021).
+* :class:`ExclusionDiceLoss`, :class:`MarginalCrossEntropyLoss`, :class:`ExclusionCrossEntropyLoss`
+  and :class:`MarginalExclusionLoss` (ME baseline, Shi et al. 2021: the marginal and the
+  exclusion loss, each a Dice and a cross-entropy term).
 * :class:`TCTLoss`: the overall loss (eq. 7) with UAUWL (one learnable uncertainty for the
   main head, one shared by all auxiliary heads), the plain per-task UWL or fixed weights, and
   a sigmoid ramp-up w(t) for the consistency term; ``method="tal"|"me"`` gives the baselines.
@@ -45,7 +47,9 @@ __all__ = [
     "PARTIAL_LABEL_METHODS",
     "AuxiliaryDiceLoss",
     "ConsistencyLoss",
+    "ExclusionCrossEntropyLoss",
     "ExclusionDiceLoss",
+    "MarginalCrossEntropyLoss",
     "MarginalDiceLoss",
     "MarginalExclusionLoss",
     "TCTLoss",
@@ -313,25 +317,109 @@ class ExclusionDiceLoss(nn.Module):
         return per_sample.mean()
 
 
+class MarginalCrossEntropyLoss(nn.Module):
+    """Marginal cross-entropy of the ME baseline (Shi et al., 2021; TAL's merge, eq. 2 here).
+
+    The unlabeled classes' probabilities are added to the background channel (a marginal
+    probability) and the usual cross-entropy is taken over {0} and the labeled classes:
+    ``mean_v -log q_{y(v)}(v)`` per sample, mean over the batch. The logarithm of the merged
+    background is a log-sum-exp of log-probabilities, so it stays finite where a class's
+    probability underflows.
+    """
+
+    def forward(self, logits: torch.Tensor, label: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
+        """Scalar marginal cross-entropy.
+
+        Args:
+            logits: (B, N+1, ...).
+            label: (B, 1, ...) in the N-class system (unlabeled classes are 0).
+            labeled: multi-hot (B, N).
+        """
+        batch, channels = logits.shape[:2]
+        lab = _labeled_bool(labeled, batch, channels - 1)
+        log_p = torch.log_softmax(logits.float(), dim=1)
+        view = (batch, channels - 1) + (1,) * (logits.ndim - 2)
+        # background merges channel 0 and every unlabeled class; labeled classes keep their own
+        in_background = torch.cat([torch.ones_like(lab[:, :1]), ~lab], dim=1).reshape((batch, channels) + view[2:])
+        log_background = torch.logsumexp(log_p.masked_fill(~in_background, float("-inf")), dim=1, keepdim=True)
+        log_q = torch.cat([log_background, log_p[:, 1:]], dim=1)
+        nll = -log_q.gather(1, label.long())  # (B, 1, ...): a label is always 0 or a labeled class
+        return nll.flatten(1).mean(1).mean()
+
+
+class ExclusionCrossEntropyLoss(nn.Module):
+    """Exclusion cross-entropy of the ME baseline (Shi et al., 2021).
+
+    With the exclusion label ``e`` (the union of the sample's labeled organs, where no
+    unlabeled class can be), the term ``sum_n e log(p_n + epsilon)`` over the unlabeled classes
+    n is minimised (Shi et al. write it with ``+ epsilon`` inside the logarithm; with
+    ``epsilon = 1`` it is >= 0 and 0 when the unlabeled classes are absent from the labeled
+    organs). Mean over voxels per sample, mean over the batch.
+
+    Args:
+        epsilon: the constant inside the logarithm.
+    """
+
+    def __init__(self, epsilon: float = 1.0) -> None:
+        super().__init__()
+        if epsilon <= 0:
+            raise MedSegZooError(f"ExclusionCrossEntropyLoss: epsilon must be > 0, got {epsilon}")
+        self.epsilon = float(epsilon)
+
+    def forward(self, logits: torch.Tensor, label: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
+        """Scalar exclusion cross-entropy (0 for samples labeled for every class).
+
+        Args:
+            logits: (B, N+1, ...).
+            label: (B, 1, ...).
+            labeled: multi-hot (B, N).
+        """
+        p = torch.softmax(logits.float(), dim=1)[:, 1:].flatten(2)  # (B, N, V)
+        lab = _labeled_bool(labeled, p.shape[0], p.shape[1])
+        organs = (label.flatten(1) > 0).to(p.dtype).unsqueeze(1)  # (B, 1, V): the exclusion label
+        per_class = (organs * torch.log(p + self.epsilon)).mean(2)  # (B, N)
+        return (per_class * (~lab).to(p.dtype)).sum(1).mean()
+
+
 class MarginalExclusionLoss(nn.Module):
-    """ME baseline: marginal Dice plus ``exclusion_weight`` times the exclusion Dice.
+    """ME baseline: marginal loss plus ``exclusion_weight`` times the exclusion loss.
+
+    Each loss is a Dice and (with ``cross_entropy``, as Shi et al. publish them) a
+    cross-entropy term: ``mDice + mCE + w (eDice + eCE)``.
 
     Args:
         num_classes: N.
-        exclusion_weight: weight of the exclusion term.
+        exclusion_weight: weight of the exclusion terms.
+        cross_entropy: include the marginal and exclusion cross-entropy terms.
+        epsilon: constant of the exclusion cross-entropy.
     """
 
-    def __init__(self, num_classes: int, exclusion_weight: float = 1.0) -> None:
+    def __init__(self, num_classes: int, exclusion_weight: float = 1.0, cross_entropy: bool = True, epsilon: float = 1.0) -> None:
         super().__init__()
         self.marginal = MarginalDiceLoss(num_classes)
         self.exclusion = ExclusionDiceLoss()
+        self.marginal_ce = MarginalCrossEntropyLoss()
+        self.exclusion_ce = ExclusionCrossEntropyLoss(epsilon)
         self.exclusion_weight = float(exclusion_weight)
+        self.cross_entropy = bool(cross_entropy)
+
+    def parts(self, logits: torch.Tensor, label: torch.Tensor, labeled: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The terms ``main`` (marginal Dice), ``exclusion`` (Dice) and, with CE, ``marginal_ce``, ``exclusion_ce``."""
+        out = {"main": self.marginal(logits, label, labeled), "exclusion": self.exclusion(logits, label, labeled)}
+        if self.cross_entropy:
+            out["marginal_ce"] = self.marginal_ce(logits, label, labeled)
+            out["exclusion_ce"] = self.exclusion_ce(logits, label, labeled)
+        return out
+
+    def combine(self, parts: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``mDice [+ mCE] + w (eDice [+ eCE])`` from :meth:`parts`."""
+        zero = parts["main"] * 0.0
+        marginal = parts["main"] + parts.get("marginal_ce", zero)
+        return marginal + self.exclusion_weight * (parts["exclusion"] + parts.get("exclusion_ce", zero))
 
     def forward(self, logits: torch.Tensor, label: torch.Tensor, labeled: torch.Tensor) -> torch.Tensor:
         """Scalar ME loss."""
-        return self.marginal(logits, label, labeled) + self.exclusion_weight * self.exclusion(
-            logits, label, labeled
-        )
+        return self.combine(self.parts(logits, label, labeled))
 
 
 def sigmoid_rampup(current: float, length: float) -> float:
@@ -380,7 +468,10 @@ class TCTLoss(nn.Module):
         rampup_epochs: length of the ramp-up in epochs.
         consistency_classes: "all" (eq. 6) or "unlabeled".
         detach_aux: ATH predictions as fixed targets in L_con.
-        exclusion_weight: weight of the exclusion term for ``method="me"``.
+        exclusion_weight: weight of the exclusion terms for ``method="me"``.
+        me_cross_entropy: ``method="me"`` includes the marginal and exclusion cross-entropy terms
+            of Shi et al. (default) besides the two Dice terms.
+        exclusion_epsilon: constant inside the exclusion cross-entropy's logarithm.
 
     Raises:
         UnknownNameError: an unknown method, threshold or weighting name.
@@ -400,6 +491,8 @@ class TCTLoss(nn.Module):
         consistency_classes: str = "all",
         detach_aux: bool = False,
         exclusion_weight: float = 1.0,
+        me_cross_entropy: bool = True,
+        exclusion_epsilon: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -412,7 +505,7 @@ class TCTLoss(nn.Module):
         self.main_loss = MarginalDiceLoss(num_classes)
         self.aux_loss = AuxiliaryDiceLoss(num_classes)
         self.consistency_loss = ConsistencyLoss(threshold, fixed_threshold, consistency_classes, detach_aux)
-        self.exclusion_loss = ExclusionDiceLoss()
+        self.me_loss = MarginalExclusionLoss(num_classes, exclusion_weight, me_cross_entropy, exclusion_epsilon)
         self.exclusion_weight = float(exclusion_weight)
         uses_sigmas = self.method == "tct" and self.weighting != "fixed"
         n_aux_sigmas = 1 if self.weighting == "uauwl" else num_classes
@@ -442,7 +535,8 @@ class TCTLoss(nn.Module):
 
         Returns:
             Dict with "loss" (to back-propagate) and the detached parts "main", "aux", "con",
-            "con_weight", "kept" (fraction of kept consistency terms), "sigma_main", "sigma_aux".
+            "con_weight", "kept" (fraction of kept consistency terms), "sigma_main", "sigma_aux";
+            for ME "exclusion" (Dice), "marginal_ce" and "exclusion_ce".
 
         Raises:
             MedSegZooError: TCT without auxiliary outputs.
@@ -450,15 +544,15 @@ class TCTLoss(nn.Module):
         main = outputs["main"] if isinstance(outputs, Mapping) else outputs
         zero = main.new_zeros(())
         parts: dict[str, torch.Tensor] = {}
-        l_main = self.main_loss(main, label, labeled)
-        parts["main"] = l_main
+        if self.method == "me":  # its "main" is the same marginal Dice
+            parts.update(self.me_loss.parts(main, label, labeled))
+            total = self.me_loss.combine(parts)
+        else:
+            l_main = self.main_loss(main, label, labeled)
+            parts["main"] = l_main
         if self.method == "tal":
             total = l_main
-        elif self.method == "me":
-            l_exc = self.exclusion_loss(main, label, labeled)
-            parts["exclusion"] = l_exc
-            total = l_main + self.exclusion_weight * l_exc
-        else:
+        elif self.method == "tct":
             if not isinstance(outputs, Mapping) or "aux" not in outputs:
                 raise MedSegZooError(
                     "TCTLoss(method='tct') needs the auxiliary head outputs: build the network with "
