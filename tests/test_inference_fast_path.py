@@ -116,6 +116,9 @@ def test_every_bundle_infers_with_the_fast_path_by_default(bundle: str) -> None:
     assert inferer["_target_"] == "medsegzoo.inference.sliding_window.BodySlidingWindowInferer"
     assert config["amp"] is True and config["sw_skip_outside_body"] is True
     assert inferer["skip_outside_body"] == "@sw_skip_outside_body"
+    assert inferer["cpu_batch_size"] == "@sw_batch_size_cpu" and inferer["channels_last"] == "@sw_channels_last"
+    # channels-last only where it was measured to help (TCSeg's batch-norm V-Net)
+    assert config["sw_channels_last"] is (bundle == "tcseg_semi_supervised_segmentation")
     # sigmoid outputs (one channel per class) have no background channel to fill
     assert inferer["background_channel"] == (None if bundle == "clip_universal_segmentation" else 0)
     if key == "sliding_window":  # STU-Net: mirroring kept around the sliding window, on by default
@@ -128,6 +131,7 @@ def test_tct_inferer_resolves_with_its_settings() -> None:
     assert isinstance(inferer, BodySlidingWindowInferer)
     assert inferer.skip_outside_body and not inferer.channels_last and inferer.background_channel == 0
     assert tuple(inferer.roi_size) == (192, 192, 64) and inferer.overlap == 0.25
+    assert inferer.sw_batch_size == 4 and inferer.cpu_batch_size == 1  # one bf16 window at a time on a CPU
     parser = parse_bundle(BundleRun(BUNDLES_DIR / "tct_partial_label_segmentation", ["inference.json"],
                                     {"sw_skip_outside_body": "false", "sw_channels_last": "true"}))
     inferer = parser.get_parsed_content("inferer")

@@ -79,8 +79,16 @@ def test_channels_last_windows_same_output() -> None:
     image, _, _ = torso()
     net = SmallNet()
     a = BodySlidingWindowInferer(**_settings())(image[None], net)
+    weight = net.body[2].weight.detach().clone()
+    assert not net.body[2].weight.is_contiguous(memory_format=torch.channels_last_3d)
     b = BodySlidingWindowInferer(**_settings(), channels_last=True)(image[None], net)
     assert torch.allclose(a, b, atol=1e-5)
+    # the weights' layout decides oneDNN's kernels: converted once, in place, values unchanged
+    assert net.body[2].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.equal(net.body[2].weight, weight)
+    wrapped = SmallNet()
+    BodySlidingWindowInferer(**_settings(), channels_last=True)(image[None], Autocast("cpu", torch.bfloat16).wrap(wrapped))
+    assert wrapped.body[2].weight.is_contiguous(memory_format=torch.channels_last_3d)  # through the autocast wrapper
 
 
 @torch.no_grad()
@@ -139,3 +147,21 @@ def test_a_network_with_a_tuple_output_cannot_skip() -> None:
         BodySlidingWindowInferer(**_skipping())(image[None], two_outputs)
     out = BodySlidingWindowInferer(**_settings(), skip_outside_body=False)(image[None], two_outputs)
     assert isinstance(out, tuple) and np.allclose(out[0].numpy(), image[None].numpy(), atol=1e-5)
+
+
+@torch.no_grad()
+def test_cpu_batch_size_replaces_sw_batch_size_on_the_cpu() -> None:
+    image, _, _ = torso()
+    seen: list[int] = []
+    net = SmallNet()
+
+    def recording(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return net(x)
+
+    inferer = BodySlidingWindowInferer(**_settings(skip_outside_body=False), cpu_batch_size=1)
+    out = inferer(image[None], recording)
+    assert set(seen) == {1} and inferer.sw_batch_size == 3  # restored after the call
+    assert torch.allclose(out, SlidingWindowInferer(**_settings())(image[None], net), atol=1e-5)
+    with pytest.raises(MedSegZooError, match="cpu_batch_size must be a positive number"):
+        BodySlidingWindowInferer((8, 8, 8), cpu_batch_size=0)

@@ -14,9 +14,14 @@ split by themselves) with three additions for speed:
   covers a voxel of the mask is computed, so **inside the mask the output is exactly the
   full computation's**; outside it, voxels that only skipped windows cover are background,
   and voxels near the body mix computed windows with the background fill.
-* **channels-last windows** (``channels_last``): each batch of windows is handed to the
-  network in ``torch.channels_last_3d`` layout, which oneDNN's bf16 convolutions run faster
-  for some networks (measured per bundle, see ``docs/performance.md``).
+* **channels-last windows** (``channels_last``): the network's 5D weights are converted to
+  ``torch.channels_last_3d`` once (in place; the values do not change) and each batch of
+  windows is handed to it in that layout, which oneDNN's bf16 convolutions run faster for
+  some networks (measured per bundle, see ``docs/performance.md``; the layout of the input
+  alone is not enough: the weights' layout decides the kernels).
+* **a batch size of its own on the CPU** (``cpu_batch_size``): windows per network call when
+  they run on the CPU; one bf16 window at a time keeps its activations in the caches and is
+  faster than MONAI's batches of 2-4 for most networks (measured per bundle).
 * **counts**: :attr:`BodySlidingWindowInferer.windows` tells how many windows were computed
   and skipped (the benchmark and ``medsegzoo predict`` print them).
 
@@ -148,7 +153,9 @@ class BodySlidingWindowInferer(SlidingWindowInfererAdapt):
         background_channel: the output channel of the background (softmax outputs); None
             when every channel is a class of its own (sigmoid outputs).
         fill_logit: magnitude of the constant logits of a skipped window.
-        channels_last: hand windows to the network in channels-last layout.
+        channels_last: convert the network's weights (once) and the windows to channels-last.
+        cpu_batch_size: windows per network call when the windows run on the CPU (None:
+            ``sw_batch_size`` everywhere).
 
     Raises:
         MedSegZooError: a switch that is not true/false, a negative margin.
@@ -177,6 +184,7 @@ class BodySlidingWindowInferer(SlidingWindowInfererAdapt):
         background_channel: int | None = 0,
         fill_logit: float = 20.0,
         channels_last: bool | str = False,
+        cpu_batch_size: int | None = None,
     ) -> None:
         super().__init__(
             roi_size=roi_size,
@@ -195,6 +203,8 @@ class BodySlidingWindowInferer(SlidingWindowInfererAdapt):
             buffer_dim=buffer_dim,
             with_coord=True,
         )
+        if cpu_batch_size is not None and int(cpu_batch_size) < 1:
+            raise MedSegZooError(f"cpu_batch_size must be a positive number of windows or null, got {cpu_batch_size}")
         if int(body_margin) < 0:
             raise MedSegZooError(f"body_margin must be >= 0 cells, got {body_margin}")
         self.skip_outside_body = _flag(skip_outside_body, "skip_outside_body")
@@ -204,6 +214,7 @@ class BodySlidingWindowInferer(SlidingWindowInfererAdapt):
         self.background_channel = background_channel
         self.fill_logit = float(fill_logit)
         self.channels_last = _flag(channels_last, "channels_last")
+        self.cpu_batch_size = None if cpu_batch_size is None else int(cpu_batch_size)
         self.windows = WindowCounts()
         self.last_masks: list[BodyMask] | None = None
         # one window's output (channels, dtype, device) for the fill of skipped windows
@@ -238,9 +249,29 @@ class BodySlidingWindowInferer(SlidingWindowInfererAdapt):
             offsets.append(max(window - int(size), 0) // 2)
         return offsets
 
+    @staticmethod
+    def to_channels_last(network: Any) -> None:
+        """Convert a network's 5D parameters to channels-last in place (a module, or a wrapper
+        that forwards ``parameters`` and ``to`` to one, such as the autocast forward)."""
+        parameters = getattr(network, "parameters", None)
+        if not callable(parameters):
+            return
+        weights = [p for p in parameters() if p.ndim == 5]
+        if weights and not all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in weights):
+            network.to(memory_format=torch.channels_last_3d)
+
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Predict a ``(B, C, *spatial)`` batch window by window, skipping windows outside the body."""
+        if self.channels_last:
+            self.to_channels_last(network)
         masks = self.body_masks(inputs) if self.skip_outside_body else None
         self.last_masks = masks
         predictor = _WindowPredictor(self, network, masks, self._offsets(inputs))
-        return super().__call__(inputs, predictor, *args, **kwargs)
+        batch_size = self.sw_batch_size
+        windows_device = torch.device(self.sw_device) if self.sw_device is not None else inputs.device
+        if self.cpu_batch_size is not None and windows_device.type == "cpu":
+            self.sw_batch_size = self.cpu_batch_size
+        try:
+            return super().__call__(inputs, predictor, *args, **kwargs)
+        finally:
+            self.sw_batch_size = batch_size
