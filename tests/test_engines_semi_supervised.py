@@ -93,7 +93,15 @@ def test_trainer_updates_student_and_ema_teacher() -> None:
 class _RecordTeacher(TCSegLoss):
     """TCSegLoss that records the teacher's mode and whether two teacher passes differ (dropout)."""
 
-    def forward(self, network, teacher, labeled_image, label, unlabeled_image, iteration):  # noqa: ANN001, ANN201, PLR0913
+    def forward(
+        self,
+        network: torch.nn.Module,
+        teacher: torch.nn.Module,
+        labeled_image: torch.Tensor,
+        label: torch.Tensor,
+        unlabeled_image: torch.Tensor,
+        iteration: int,
+    ) -> dict[str, torch.Tensor]:
         self.teacher_training = teacher.training
         with torch.no_grad():
             first, second = teacher(unlabeled_image), teacher(unlabeled_image)

@@ -366,7 +366,7 @@ class TCSegLoss(nn.Module):
         MedSegZooError: thresholds out of order, or an unknown mode/kind/reduction.
     """
 
-    def __init__(  # noqa: PLR0913 - one switch per documented choice
+    def __init__(
         self,
         tau: float = 0.05,
         tau_feature: float = 0.1,
@@ -578,7 +578,7 @@ class TCSegLoss(nn.Module):
         terms["loss"] = self.sup_weight * sup + weight * (terms["pse"] + terms["cal"]) + self.mix_weight * terms["mix"]
         return terms
 
-    def _mix(  # noqa: PLR0913 - the mix needs both batches and the teacher's view
+    def _mix(
         self,
         network: nn.Module,
         labeled_image: torch.Tensor,
