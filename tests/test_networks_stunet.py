@@ -9,8 +9,8 @@ import torch
 from medsegzoo.errors import UnknownNameError
 from medsegzoo.networks.stunet import (
     STUNET_SIZES,
-    STUNet,
     StateDictMismatchError,
+    STUNet,
     load_stunet_checkpoint,
     stunet_parameter_count,
 )

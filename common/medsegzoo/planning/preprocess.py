@@ -24,7 +24,11 @@ from medsegzoo.planning.fingerprint import (
     plan_patch_and_spacing,
     save_fingerprint,
 )
-from medsegzoo.planning.topology import NNUNET_REFERENCE_GB, fit_conv_kernel_sizes, fit_pool_kernel_sizes
+from medsegzoo.planning.topology import (
+    NNUNET_REFERENCE_GB,
+    fit_conv_kernel_sizes,
+    fit_pool_kernel_sizes,
+)
 
 __all__ = ["ensure_plan", "plan_training_set", "planned_conv_kernel_sizes", "planned_pool_kernel_sizes", "read_plan"]
 

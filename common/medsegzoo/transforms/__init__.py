@@ -6,6 +6,12 @@
   :class:`ValidateLabels` / :class:`ValidateLabelsd`
 * partial labels: :class:`LabeledClassesMask` / :class:`LabeledClassesMaskd`;
   :class:`ForegroundUnion` / :class:`ForegroundUniond` (patch sampling on a multi-hot label)
+* nnU-Net's pipeline where MONAI has no equivalent: resampling to the planned spacing
+  (:class:`ResampleToSpacing` / :class:`ResampleToSpacingd`), patch crops with forced foreground
+  (:class:`RandPatchCrop` / :class:`RandPatchCropd`) and the per-batch-slot oversampling that
+  forces them (:class:`ForegroundOversamplingBatchSampler`, :class:`OversampledDataset`),
+  rotation and isotropic scaling with separate probabilities (:class:`RandRotateScale` /
+  :class:`RandRotateScaled`, :func:`nnunet_spatial_augmentation`)
 """
 
 from __future__ import annotations
@@ -17,22 +23,46 @@ from medsegzoo.transforms.labels import (
     ValidateLabels,
     ValidateLabelsd,
 )
+from medsegzoo.transforms.oversampling import (
+    ForegroundOversamplingBatchSampler,
+    OversampledDataset,
+    forces_foreground,
+)
 from medsegzoo.transforms.partial import (
     ForegroundUnion,
     ForegroundUniond,
     LabeledClassesMask,
     LabeledClassesMaskd,
 )
+from medsegzoo.transforms.patch_crop import RandPatchCrop, RandPatchCropd
+from medsegzoo.transforms.resampling import ResampleToSpacing, ResampleToSpacingd
+from medsegzoo.transforms.rotate_scale import (
+    RandRotateScale,
+    RandRotateScaled,
+    initial_patch_size,
+    nnunet_spatial_augmentation,
+)
 
 __all__ = [
     "INTENSITY_PRESETS",
     "ConvertLabels",
     "ConvertLabelsd",
+    "ForegroundOversamplingBatchSampler",
     "ForegroundUnion",
     "ForegroundUniond",
     "LabeledClassesMask",
     "LabeledClassesMaskd",
+    "OversampledDataset",
+    "RandPatchCrop",
+    "RandPatchCropd",
+    "RandRotateScale",
+    "RandRotateScaled",
+    "ResampleToSpacing",
+    "ResampleToSpacingd",
     "ValidateLabels",
     "ValidateLabelsd",
+    "forces_foreground",
+    "initial_patch_size",
     "intensity_preset",
+    "nnunet_spatial_augmentation",
 ]
