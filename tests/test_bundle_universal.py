@@ -15,7 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_checks import assert_foreign_checkpoint_fails, assert_train_and_inference_agree
+from bundle_checks import (
+    assert_foreign_checkpoint_fails,
+    assert_prediction_equals_direct_forward,
+    assert_train_and_inference_agree,
+)
 from bundle_utils import assert_bf16_steps_match_fp32, META_SCHEMA, bundle_dir, make_phantom_datalist, monai_bundle, run_bundle
 
 from medsegzoo.bundle_runs import BundleRun, run_in_process
@@ -196,7 +200,7 @@ def test_bad_inputs_give_clear_errors(tmp_path: Path) -> None:
     foreign = Path(datalist).with_name("foreign.json")
     foreign.write_text(json.dumps(entry))
     out = _fails(SMOKE, _overrides(root, [str(foreign)]), "training")
-    assert "labels none of the model's classes" in out and "'la'" in out
+    assert "cover none of the 'universal32' classes" in out and "left_atrium" in out
 
 
 def test_per_class_mask_layout_feeds_the_same_pipeline(tmp_path: Path) -> None:
@@ -225,3 +229,17 @@ def test_bf16_training_steps_match_float32(trained: dict[str, object], tmp_path:
     root = trained["root"]
     overrides = {**_overrides(tmp_path, trained["datalists"]), "text_embedding_file": str(root / "models" / "text_embeddings.pt")}
     assert_bf16_steps_match_fp32(BUNDLE, SMOKE, overrides)
+
+
+def test_prediction_equals_a_direct_forward_of_the_weights(trained: dict[str, object], tmp_path: Path) -> None:
+    from medsegzoo.inference.postprocess import UniversalPostprocess
+
+    root = Path(trained["root"])
+    # a kits19 site-0 phantom is stored at 1 mm in RAS: at the network's spacing 1 mm preprocessing
+    # is intensity only, and the label map is the post-processed thresholded logits of the weights
+    datalist = trained["datalists"][0]
+    case = load_split(datalist, "test")[0]
+    exact = {**_overrides(root, [datalist]), "spacing": [1.0, 1.0, 1.0], "amp": False, "output_dir": tmp_path / "exact"}
+    run_in_process(BundleRun(bundle_dir(BUNDLE), INFER, exact, run_id="inference"))
+    post = UniversalPostprocess(class_names=BASE_CLASSES, system="universal32")
+    assert_prediction_equals_direct_forward(BUNDLE, INFER, exact, case, to_labels=lambda x: torch.as_tensor(post(x[0]))[0])

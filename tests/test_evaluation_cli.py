@@ -190,7 +190,7 @@ def test_out_that_is_a_file_fails_before_scoring(folders, capsys):
 def test_write_failure_keeps_the_old_report_and_prints_one_line(folders, capsys, monkeypatch):
     import errno
 
-    import medsegzoo.utils
+    import medsegzoo.commands.evaluate
 
     out = folders / "report"
     argv = ["--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--labels", "aeval8", "--out", str(out)]
@@ -200,7 +200,8 @@ def test_write_failure_keeps_the_old_report_and_prints_one_line(folders, capsys,
     def full_disk(path, obj, indent=4):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(medsegzoo.utils, "atomic_write_json", full_disk)  # evaluation.json, the last file
+    # evaluation.json, the last file, written by the command with the name it imported
+    monkeypatch.setattr(medsegzoo.commands.evaluate, "atomic_write_json", full_disk)
     capsys.readouterr()
     assert _run(*argv, "--title", "second run") == 1
     err = capsys.readouterr().err
