@@ -13,16 +13,23 @@ import shutil
 from pathlib import Path
 
 import h5py
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from bundle_checks import exception_chain, assert_foreign_checkpoint_fails, assert_train_and_inference_agree
+from monai.bundle import ConfigParser
+from monai.transforms import Compose
+from bundle_checks import (
+    assert_foreign_checkpoint_fails,
+    assert_prediction_equals_direct_forward,
+    assert_train_and_inference_agree,
+    exception_chain,
+)
 from bundle_utils import MEDSEGZOO, META_SCHEMA, assert_bf16_steps_match_fp32, bundle_dir, monai_bundle, run_bundle, run_command
 
 from medsegzoo.bundle_runs import BundleRun, run_in_process
 from medsegzoo.data.datalist import load_split
+from medsegzoo.data.formats import read_volume
 from medsegzoo.data.predictions import prediction_path
 
 BUNDLE = "tcseg_semi_supervised_segmentation"
@@ -164,3 +171,33 @@ def test_a_wrong_dataset_dir_is_named_before_anything_is_loaded(trained: dict[st
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0 and f"{wrong}: dataset_dir does not exist" in log
     assert "Loading dataset" not in log and not (tmp_path / "bad" / "models").exists()
+
+
+def test_prediction_equals_a_direct_forward_of_the_weights(trained: dict[str, Path], tmp_path: Path) -> None:
+    # at the case's own spacing (the LA files are stored in RAS) preprocessing is intensity only
+    case = load_split(trained["datalist"], "test", trained["data"])[0]
+    volume = read_volume(case["image"], voxels=False, spacing=case.get("spacing"))
+    spacing = [float(v) for v in np.linalg.norm(volume.affine[:3, :3], axis=0)]
+    exact = {"dataset_dir": trained["data"], "datalist": trained["datalist"], "bundle_root": trained["run"],
+             "spacing": spacing, "amp": False, "output_dir": tmp_path / "exact"}
+    run_in_process(BundleRun(ROOT, INFER, exact, run_id="inference"))
+    assert_prediction_equals_direct_forward(BUNDLE, INFER, exact, case, to_labels=lambda x: x[0].argmax(0))
+
+
+def test_augmentation_is_the_release_rot90_and_one_flip() -> None:
+    parser = ConfigParser()
+    parser.read_config([str(ROOT / "configs" / "train.json"), str(ROOT / "configs" / "presets" / "la.json")])
+    augment = Compose(parser.get_parsed_content("rot_flip_transforms"))
+    volume = torch.arange(4 * 4 * 2, dtype=torch.float32).reshape(1, 4, 4, 2)  # no symmetry of its own
+    seen = set()
+    for seed in range(64):
+        augment.set_random_state(seed)
+        out = augment({"image": volume.clone(), "label": volume.clone()})
+        assert torch.equal(torch.as_tensor(out["image"]), torch.as_tensor(out["label"]))  # one draw for both keys
+        seen.add(tuple(torch.as_tensor(out["image"]).flatten().tolist()))
+    # the released RandomRotFlip: rot90 by k in 0..3 in the first two axes, then exactly one flip (axis 0 or 1)
+    expected = {tuple(torch.flip(torch.rot90(volume, k, (1, 2)), (axis,)).flatten().tolist()) for k in range(4) for axis in (1, 2)}
+    assert seen == expected and len(expected) == 4  # flips alone would give 2
+    pancreas = ConfigParser()
+    pancreas.read_config([str(ROOT / "configs" / "train.json"), str(ROOT / "configs" / "presets" / "pancreas_ct.json")])
+    assert [type(t).__name__ for t in pancreas.get_parsed_content("random_transforms")][:2] == ["SpatialPadd", "RandSpatialCropd"]

@@ -149,6 +149,22 @@ def test_crash_resume_inference_evaluate(data, tmp_path):
     assert_foreign_checkpoint_fails(BUNDLE, INFER, common, tmp_path)
 
 
+def test_trains_without_a_validation_split_as_in_the_paper(data, tmp_path):
+    # the paper splits 80/20 into training and test: no validation, the last network is the model
+    datalist = json.loads(data["datalist"].read_text())
+    assert datalist.pop("validation")  # the fixture has one; this run must not
+    path = tmp_path / "no_validation.json"
+    path.write_text(json.dumps(datalist))
+    out = tmp_path / "bundle"
+    run_in_process(BundleRun(bundle_dir(BUNDLE), TRAIN, {"dataset_dir": data["dataset_dir"], "datalist": path,
+                                                         "bundle_root": out}, run_id="training"))
+    models = out / "models"
+    assert (models / "model.pt").is_file() and not (models / "model_best.pt").exists()  # smoke: validation at epoch 2
+    final = _load(models / "checkpoint_final.pt")["network"]
+    for key, value in _load(models / "model.pt").items():
+        assert torch.equal(value, final[key]), key
+
+
 def test_train_and_inference_configs_agree():
     assert_train_and_inference_agree(BUNDLE, training_only=["aux_heads."])
     assert_train_and_inference_agree(BUNDLE, ["train.json", "cpu.json"], ["inference.json", "cpu.json"],
