@@ -29,7 +29,7 @@ Total (eq. 23 with the usual mean-teacher ramp-up): ``sup_weight * L_sup + w(t) 
 L_cal) + mix_weight * L_mix`` with ``w(t) = consistency_weight * exp(-5 (1 - t/T)^2)``
 (Laine & Aila's sigmoid ramp-up; the released code evaluates it at ``150 * (t // 150)`` with
 ``T = 40 x 150 = 6000`` iterations). Choices the paper leaves open, and what this module does,
-are listed in the bundle README and ``docs/fidelity_tcseg.md``.
+are listed in the bundle README and ``docs/fidelity.md (TCSeg)``.
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ def mix_loss(logits: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]) ->
 class TCSegLoss(nn.Module):
     """One TCSeg training step's objective (a callable object the semi-supervised trainer uses).
 
-    Defaults are the released code's where it and the paper differ (docs/fidelity_tcseg.md).
+    Defaults are the released code's where it and the paper differ (docs/fidelity.md (TCSeg)).
 
     Args:
         tau: probability-space consistency tolerance (paper code: 0.05).
