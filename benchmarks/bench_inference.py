@@ -68,10 +68,18 @@ STOCK_KEYS = ("roi_size", "sw_batch_size", "overlap", "mode", "sigma_scale", "pa
 SCHEDULE_KEYS = ("max_epochs", "num_iterations")
 
 
-def write_case(recipe: CpuRecipe, folder: Path, shape: tuple[int, int, int], spacing: tuple[float, float, float],
+def write_case(recipe: CpuRecipe, work: Path, shape: tuple[int, int, int], spacing: tuple[float, float, float],
                seed: int) -> tuple[Path, Path]:
-    """The benchmark phantom of a recipe's anatomy (see the module docstring) and its datalist."""
+    """The benchmark phantom of a recipe's anatomy (see the module docstring) and its datalist.
+
+    One phantom per anatomy and modality, written once under ``work/cases`` and shared by the
+    bundles that read it.
+    """
     spec = resolve_layout(recipe.phantoms.layout)
+    folder = work / "cases" / f"{spec.anatomy}_{spec.modality.lower()}"
+    datalist = folder / "datalist.json"
+    if datalist.is_file():
+        return folder, datalist
     fov = shape[0] * spacing[0]
     site = dataclasses.replace(get_site(1), spacing=tuple(fov / n for n in shape), crop_top=0.0, crop_bottom=0.0)
     phantom = make_phantom(size=round(fov), seed=seed, site=site, modality=spec.modality, tumors=False,
@@ -82,7 +90,6 @@ def write_case(recipe: CpuRecipe, folder: Path, shape: tuple[int, int, int], spa
     array, affine = to_orientation(array, affine, "LPS")
     image = save_volume(folder / f"{CASE_ID}.nii.gz", array, affine)
     entry = {"case_id": CASE_ID, "image": image.name, "dataset": recipe.phantoms.layout, "labeled_classes": []}
-    datalist = folder / "datalist.json"
     datalist.write_text(json.dumps({"name": "bench", "test": [entry]}, indent=2))
     return folder, datalist
 
@@ -97,16 +104,16 @@ def companions(recipe: CpuRecipe, model_file: Path) -> dict[str, Any]:
     return values
 
 
-def train_recipe(recipe: CpuRecipe, work: Path, schedule: float) -> dict[str, Any]:
+def train_recipe(recipe: CpuRecipe, work: Path, schedule: float, bundles_dir: Path | None) -> dict[str, Any]:
     """Train the recipe at ``schedule`` times its epochs/iterations; returns the inference overrides."""
     dataset_dir, datalist = prepare_recipe_data(recipe, work)
     root = work / "run"
-    extra = recipe.prepare(recipe.bundle_dir(), root) if recipe.prepare else {}
-    cpu = json.loads((recipe.bundle_dir() / "configs" / "cpu.json").read_text())
+    extra = recipe.prepare(recipe.bundle_dir(bundles_dir), root) if recipe.prepare else {}
+    cpu = json.loads((recipe.bundle_dir(bundles_dir) / "configs" / "cpu.json").read_text())
     short = {k: max(1, round(cpu[k] * schedule)) for k in SCHEDULE_KEYS if k in cpu}
     start = time.perf_counter()
-    run_in_subprocess(recipe.training(root, dataset_dir, datalist, **extra, **short), log=work / "train.log",
-                      env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"})
+    run_in_subprocess(recipe.training(root, dataset_dir, datalist, bundles_dir, **extra, **short),
+                      log=work / "train.log", env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"})
     print(f"  trained {recipe.bundle} ({short}) in {time.perf_counter() - start:.0f} s", flush=True)
     return {"bundle_root": str(root), **extra}
 
@@ -147,10 +154,11 @@ class StageClock:
         return f"load+pre {seconds['load']:.1f} s, windows {seconds['infer']:.1f} s, post+write {seconds['post']:.1f} s"
 
 
-def run_pipeline(recipe: CpuRecipe, overrides: dict[str, Any], out: Path, stock: bool) -> dict[str, Any]:
+def run_pipeline(recipe: CpuRecipe, overrides: dict[str, Any], out: Path, stock: bool,
+                 bundles_dir: Path | None) -> dict[str, Any]:
     """Parse the bundle's inference configs and run its evaluator once; returns timings and counts."""
     configs = ["inference.json", *recipe.presets, "cpu.json"]
-    run = BundleRun(recipe.bundle_dir(), configs, {**overrides, "output_dir": str(out)})
+    run = BundleRun(recipe.bundle_dir(bundles_dir), configs, {**overrides, "output_dir": str(out)})
     if stock:
         key, inferer = stock_inferer(parse_bundle(run).config)
         run = run.with_overrides(amp=False, **{key: inferer})
@@ -212,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spacing", type=float, nargs=3, default=[0.8, 0.8, 2.5], help="phantom spacing, mm")
     parser.add_argument("--seed", type=int, default=7, help="phantom patient")
     parser.add_argument("--work-dir", default=None, help="keep phantoms, runs and predictions here")
+    parser.add_argument("--bundles-dir", default=None, help="bundles folder (default: the repository's bundles/)")
     args = parser.parse_args(argv)
+    bundles_dir = Path(args.bundles_dir) if args.bundles_dir else None
 
     checkpoints = parse_checkpoints(args.checkpoint)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bench_inference_"))
@@ -227,13 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         if recipe.bundle in checkpoints:
             weights = {"bundle_root": str(folder / "run"), **companions(recipe, checkpoints[recipe.bundle])}
         else:
-            weights = train_recipe(recipe, folder / "train", args.schedule)
-        dataset_dir, datalist = write_case(recipe, folder / "case", tuple(args.shape), tuple(args.spacing), args.seed)
+            weights = train_recipe(recipe, folder / "train", args.schedule, bundles_dir)
+        dataset_dir, datalist = write_case(recipe, work, tuple(args.shape), tuple(args.spacing), args.seed)
         overrides = {**dict(recipe.overrides), **dict(recipe.eval_overrides), **weights,
                      "dataset_dir": str(dataset_dir), "datalist": str(datalist), "num_workers": 0}
-        ours = run_pipeline(recipe, overrides, folder / "ours", stock=False)
+        ours = run_pipeline(recipe, overrides, folder / "ours", stock=False, bundles_dir=bundles_dir)
         print(f"  {recipe.bundle}: ours {ours['wall']:.1f} s", flush=True)
-        stock = run_pipeline(recipe, overrides, folder / "stock", stock=True)
+        stock = run_pipeline(recipe, overrides, folder / "stock", stock=True, bundles_dir=bundles_dir)
         scores = agreement(prediction_path(folder / "ours", CASE_ID), prediction_path(folder / "stock", CASE_ID))
         row = {"bundle": recipe.bundle, "stock": stock, "ours": ours, "speedup": stock["wall"] / ours["wall"],
                "dsc": scores, "agreement": min(scores.values()) if scores else float("nan")}
