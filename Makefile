@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collects nothing: that is a broken test tree, not a pass.
 test: $(STAMP)
-	@HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	@HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q --durations=20 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
 lint: $(STAMP)

@@ -91,3 +91,22 @@ def test_legend_names_come_from_the_label_system(tmp_path):
     with pytest.raises(UnknownNameError, match="no_such_system"):
         save_overlay_png(tmp_path / "a.nii.gz", tmp_path / "b.nii.gz", tmp_path / "o.png", labels="no_such_system")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_overlay_of_an_hdf5_image_with_a_nifti_prediction(tmp_path):
+    # the LA layout stores images in HDF5 (the demo's TCSeg case): read with the package's reader
+    import h5py
+
+    image = np.zeros((24, 24, 8), np.float32)
+    image[12:, :, :] = 1.0
+    with h5py.File(tmp_path / "mri_norm2.h5", "w") as f:
+        f["image"] = image
+        f["label"] = (image > 0).astype(np.uint8)
+    label = np.zeros((24, 24, 8), np.uint8)
+    label[16:22, 6:18, 2:6] = 1
+    lab = _write(tmp_path / "pred.nii.gz", label)
+    out = save_overlay_png(tmp_path / "mri_norm2.h5", lab, tmp_path / "o.png", class_names=["left_atrium"], title="")
+    rgb = mpimg.imread(out)[..., :3]
+    assert (np.abs(rgb[..., 0] - rgb[..., 2]) > 0.1).sum() > 20  # the label is drawn
+    with pytest.raises(DataValidationError, match="not_there.h5"):
+        save_overlay_png(tmp_path / "not_there.h5", lab, tmp_path / "o2.png")

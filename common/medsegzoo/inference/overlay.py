@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
+from medsegzoo.data.formats import read_volume
 from medsegzoo.errors import DataValidationError
 from medsegzoo.taxonomy import get_label_system
 from medsegzoo.utils import atomic_path
@@ -36,16 +37,16 @@ _HU_AIR_THRESHOLD = -500.0
 
 
 def _load_ras(path: str | os.PathLike, what: str) -> np.ndarray:
-    try:
-        img = nib.as_closest_canonical(nib.load(str(path)))
-    except (FileNotFoundError, nib.filebasedimages.ImageFileError) as err:
-        raise DataValidationError(f"overlay: cannot read the {what} {path}: {err}") from err
-    data = np.asarray(img.dataobj)
+    """A volume in RAS+ axis order, read with the package's one reader (NIfTI, HDF5, DICOM, ...)."""
+    if not Path(path).exists():
+        raise DataValidationError(f"overlay: cannot read the {what} {path}: no such file")
+    volume = read_volume(path, field=what)  # raises DataValidationError naming the file
+    data = volume.array
     if data.ndim == 4 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise DataValidationError(f"overlay: the {what} {path} is not a 3D volume (shape {data.shape})")
-    return data
+    return np.asarray(nib.as_closest_canonical(nib.Nifti1Image(data, volume.affine)).dataobj)
 
 
 def axial_centre_slice(label: np.ndarray) -> int:
