@@ -9,7 +9,7 @@ import pytest
 import torch
 from monai.inferers import SimpleInferer, SlidingWindowInferer
 
-from medsegzoo.engines.precision import MixedPrecisionEvaluator, MixedPrecisionTrainer
+from medsegzoo.engines.precision import MixedPrecisionEvaluator, MixedPrecisionTrainer, keep_shallow_conv3d_in_float32
 from medsegzoo.errors import MedSegZooError
 from medsegzoo.inference import autocast as autocast_module
 from medsegzoo.inference.autocast import Autocast, AutocastInferer, cpu_supports_bf16, resolve_autocast, to_float32
@@ -125,6 +125,45 @@ def test_trainer_autocasts_the_forward_and_computes_the_loss_in_float32() -> Non
     assert seen_by_loss == [torch.float32, torch.float32]
     assert net.conv.weight.dtype == torch.float32  # master weights stay float32
     assert not torch.equal(before, net.conv.weight)
+
+
+def _weight_grad(conv: torch.nn.Conv3d, x: torch.Tensor, bf16: bool) -> tuple[torch.Tensor, torch.dtype]:
+    conv.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = conv(x)
+    out.float().sum().backward()
+    return conv.weight.grad.clone(), out.dtype
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_shallow_conv3d_weight_gradient_under_bf16_matches_float32(depth: int) -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(8, 8, 3, padding=1)
+    assert keep_shallow_conv3d_in_float32(torch.nn.Sequential(conv)) == 1
+    assert keep_shallow_conv3d_in_float32(conv) == 0  # guarded once
+    x = torch.randn(2, 8, depth, 6, 6)  # a bottleneck two slices deep: oneDNN's bf16 weight grad is garbage here
+    reference, _ = _weight_grad(conv, x, bf16=False)
+    guarded, dtype = _weight_grad(conv, x, bf16=True)
+    assert dtype == torch.bfloat16  # the layer's output keeps autocast's dtype for what follows
+    torch.testing.assert_close(guarded, reference, rtol=1e-5, atol=1e-5)  # computed in float32
+
+
+@needs_bf16
+def test_deep_conv3d_stays_bf16_and_trainer_guards_the_network() -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(4, 4, 3, padding=1)
+    keep_shallow_conv3d_in_float32(conv)
+    x = torch.randn(1, 4, 6, 6, 6)
+    reference, _ = _weight_grad(conv, x, bf16=False)
+    fast, dtype = _weight_grad(conv, x, bf16=True)
+    assert dtype == torch.bfloat16
+    assert not torch.equal(fast, reference)  # really bf16, yet close
+    torch.testing.assert_close(fast, reference, rtol=0.03, atol=0.03 * reference.abs().max().item())
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 2, 3, padding=1), torch.nn.Conv3d(2, 2, 1))
+    MixedPrecisionTrainer(device="cpu", max_epochs=1, train_data_loader=[], network=net,
+                          optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_function=torch.nn.MSELoss(),
+                          amp=True)
+    assert "forward" in vars(net[0]) and "forward" not in vars(net[1])  # 1x1x1 kernels are never shallow
 
 
 def test_evaluator_with_amp_off_keeps_monai_behaviour() -> None:

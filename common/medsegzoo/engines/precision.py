@@ -20,6 +20,7 @@ Bundle config sketch::
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -29,7 +30,12 @@ from monai.inferers import Inferer, SimpleInferer
 
 from medsegzoo.inference.autocast import Autocast, AutocastInferer, resolve_autocast
 
-__all__ = ["MixedPrecisionEvaluator", "MixedPrecisionTrainer", "autocast_engine_arguments"]
+__all__ = [
+    "MixedPrecisionEvaluator",
+    "MixedPrecisionTrainer",
+    "autocast_engine_arguments",
+    "keep_shallow_conv3d_in_float32",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +63,41 @@ def autocast_engine_arguments(
     scaler = training and autocast.needs_grad_scaler
     kwargs = {"inferer": wrapped, "amp": scaler, "amp_kwargs": {"enabled": False}}
     return autocast, kwargs
+
+
+def _conv3d_forward(module: torch.nn.Conv3d, forward: Any, x: torch.Tensor) -> torch.Tensor:
+    depth = module.dilation[0] * (module.kernel_size[0] - 1) + 1
+    shallow = x.dim() == 5 and x.shape[2] < depth
+    if shallow and x.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu") \
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+        with torch.autocast("cpu", enabled=False):
+            return forward(x.float()).to(torch.bfloat16)
+    return forward(x)
+
+
+def keep_shallow_conv3d_in_float32(network: torch.nn.Module) -> int:
+    """Run the network's 3D convolutions in float32 where their input is shallower than the kernel.
+
+    Why: oneDNN's bf16 ``conv3d`` weight gradient on the CPU (torch 2.14.1, oneDNN 3.12) is
+    garbage, values up to 1e37 or NaN, whenever the input's first spatial axis is shorter than
+    the kernel along it (depth 2 under a 3x3x3 kernel, depth 2-4 under 5x5x5), while the forward
+    pass and the input gradient are right (``benchmarks/bf16_conv3d_check.py``). Such tensors are
+    the bottleneck of a U-Net on a small or thick-slice patch: in the smoke runs the first
+    clipped step turned every weight into NaN. Those convolutions are a few voxels deep, so
+    float32 costs nothing measurable; every other convolution stays in bf16.
+
+    Args:
+        network: the network (wrapped ones too: every ``Conv3d`` among its modules).
+
+    Returns:
+        How many convolutions were guarded (each only once).
+    """
+    guarded = 0
+    for module in network.modules():
+        if isinstance(module, torch.nn.Conv3d) and module.kernel_size[0] > 1 and "forward" not in vars(module):
+            module.forward = functools.partial(_conv3d_forward, module, module.forward)
+            guarded += 1
+    return guarded
 
 
 class MixedPrecisionTrainer(SupervisedTrainer):
@@ -103,6 +144,8 @@ class MixedPrecisionTrainer(SupervisedTrainer):
             **engine_args,
             **kwargs,
         )
+        if self.autocast.device_type == "cpu" and self.autocast.dtype == torch.bfloat16:
+            keep_shallow_conv3d_in_float32(network)
         logger.info("training: %s", self.autocast.describe())
 
 
