@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import h5py
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest

@@ -180,7 +180,8 @@ def _fails(configs: list[str], overrides: dict[str, object], run_id: str) -> str
 def test_bad_inputs_give_clear_errors(tmp_path: Path) -> None:
     from medsegzoo.networks.text_encoders import compute_text_embeddings, save_text_embeddings
 
-    datalist = str(make_phantom_datalist(tmp_path, "kits19", cases=2, size=32, split="0.5/0.5/0.0")[1])
+    # two training cases: one batch of the smoke config's batch_size (fewer is its own error)
+    datalist = str(make_phantom_datalist(tmp_path, "kits19", cases=4, size=32, split="0.5/0.5/0.0")[1])
     root = tmp_path / "bundle"
     emb = compute_text_embeddings(BASE_CLASSES, "onehot", width=512)
     save_text_embeddings(emb, root / "models" / "text_embeddings.pt")

@@ -350,3 +350,16 @@ def test_check_training_datalist_reads_headers_only_unless_asked(tmp_path, monke
     assert asked == [False, False]  # image and label headers, no voxels
     err = _training_problems(tmp_path, datalist, check_voxels=True)
     assert f"{tmp_path / 'v_lab.nii.gz'}: label values [9]" in str(err)
+
+
+def test_fewer_training_cases_than_one_batch_is_an_error_before_training(tmp_path):
+    from medsegzoo.data.validation import check_training_datalists
+
+    datalist = new_datalist({"training": [_good(tmp_path, "c1"), _good(tmp_path, "c2")]}, name="t", layout="msd")
+    path = tmp_path / "datalist.json"
+    save_datalist(datalist, path)
+    assert len(check_training_datalists(path, tmp_path, keys=["training"], min_training_cases=2)) == 1
+    with pytest.raises(DataValidationError) as info:
+        check_training_datalists(path, tmp_path, keys=["training"], min_training_cases=3)
+    assert str(info.value) == (f"{path}: split 'training' holds 2 case(s), fewer than one batch of 3 (batch_size); "
+                               "add cases or lower batch_size")

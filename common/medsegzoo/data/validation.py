@@ -705,6 +705,7 @@ def check_training_datalists(
     dataset_dir: str | os.PathLike | None = None,
     label_system: str | None = None,
     keys: Sequence[str] = ("training", "validation"),
+    min_training_cases: int = 1,
     **kwargs: Any,
 ) -> list[ValidationSummary]:
     """:func:`check_training_datalist` for one datalist or several (the universal model takes one
@@ -715,6 +716,8 @@ def check_training_datalists(
         dataset_dir: folder the paths start from (None: each datalist's own rule).
         label_system: label system trained.
         keys: splits to check; a later datalist may lack ``keys[0]`` only if an earlier one has it.
+        min_training_cases: cases ``keys[0]`` must hold over all datalists (a bundle passes its
+            batch size: fewer cases than one batch would train on repeats of the same scans).
         **kwargs: more :func:`check_training_datalist` arguments.
 
     Returns:
@@ -730,6 +733,11 @@ def check_training_datalists(
             summaries.append(check_training_datalist(item, dataset_dir, label_system, keys, **kwargs))
         except DataValidationError as err:
             messages.append(str(err))
+    found = sum(summary.per_split.get(keys[0], 0) for summary in summaries)
+    if not messages and found < min_training_cases:
+        names = ", ".join(str(item) if not isinstance(item, Mapping) else "the datalist" for item in items)
+        messages.append(f"{names}: split {keys[0]!r} holds {found} case(s), fewer than one batch of "
+                        f"{min_training_cases} (batch_size); add cases or lower batch_size")
     if messages:
         raise DataValidationError("\n".join(messages))
     return summaries
