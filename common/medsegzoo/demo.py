@@ -27,6 +27,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,14 +59,16 @@ class DemoRun:
 
 
 DEMO_RUNS: tuple[DemoRun, ...] = (
-    DemoRun("tct_partial_label_segmentation", {"cases": 10, "size": 128, "split": "0.6/0.1/0.3"},
-            {"max_epochs": 8, "val_interval": 4, "rampup_epochs": 4}, "tct5"),
-    DemoRun("tcseg_semi_supervised_segmentation", {"cases": 10, "size": 96, "split": "0.6/0.1/0.3"},
-            {"num_iterations": 200, "val_interval": 2}, "la"),
+    # the CPU recipes, shortened to where their learning curves (bundle READMEs) pass 0.70; longest
+    # first, so that with two jobs the universal model trains beside TCT, then TCSeg and STU-Net
     DemoRun("clip_universal_segmentation", {"cases": 10, "size": 128, "split": "0.6/0.1/0.3"},
-            {"max_epochs": 14, "val_interval": 7, "warmup_epochs": 1}, "universal32"),
+            {"max_epochs": 16, "val_interval": 8, "warmup_epochs": 1}, "universal32"),
+    DemoRun("tct_partial_label_segmentation", {"cases": 10, "size": 128, "split": "0.6/0.1/0.3"},
+            {"max_epochs": 10, "val_interval": 5, "rampup_epochs": 5}, "tct5"),
+    DemoRun("tcseg_semi_supervised_segmentation", {"cases": 10, "size": 96, "split": "0.6/0.1/0.3"},
+            {"num_iterations": 500, "val_interval": 2}, "la"),
     DemoRun("stunet_cross_dataset_evaluation", {"cases": 10, "size": 128, "split": "0.6/0.1/0.3"},
-            {"max_epochs": 12, "val_interval": 6}, "aeval8"),
+            {"max_epochs": 16, "val_interval": 8, "checkpoint_interval": 8}, "aeval8"),
 )
 
 
@@ -74,12 +77,16 @@ class StepLog:
     """Commands run by the demo and their wall-clock times, for the report."""
 
     rows: list[tuple[str, float]] = dataclasses.field(default_factory=list)
+    threads: int | None = None
 
     def run(self, what: str, run: BundleRun, log: Path) -> None:
         """Run a bundle command, log its output to ``log``, record its time."""
         print(f"\n$ {' '.join(run.command())}", flush=True)
         start = time.perf_counter()
-        run_in_subprocess(run, log=log, env={"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"})
+        env = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+        if self.threads is not None:
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        run_in_subprocess(run, log=log, env=env)
         elapsed = time.perf_counter() - start
         self.rows.append((what, elapsed))
         print(f"  {what}: {elapsed:.0f} s (log {log})", flush=True)
@@ -153,18 +160,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     parser.add_argument("--repo", default=".", help="repository root holding bundles/ (default: .)")
     parser.add_argument("--bundles", nargs="*", default=None, help="bundles to run (default: all four)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="bundles trained at once, the CPU's cores shared among them (default: 2)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MPLBACKEND", "Agg")
     repo = Path(args.repo).resolve()
-    steps = StepLog()
+    jobs = max(1, args.jobs)
+    # the cores are shared among the bundles trained at once (OMP_NUM_THREADS = cores // jobs): on
+    # 2 cores two one-thread runs did 1.15-1.17x the work per second of one two-thread run
+    # (docs/performance.md), since these small 3D convolutions do not split well over threads
+    steps = StepLog(threads=max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
     start = time.perf_counter()
-    results = []
-    for demo in DEMO_RUNS:
-        if args.bundles is not None and demo.bundle not in args.bundles:
-            continue
-        results.append(run_demo(demo, get_recipe(demo.bundle), repo, out, steps))
+    chosen = [demo for demo in DEMO_RUNS if args.bundles is None or demo.bundle in args.bundles]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_demo, demo, get_recipe(demo.bundle), repo, out, steps) for demo in chosen]
+        results = [future.result() for future in futures]
     total = time.perf_counter() - start
     report = ["# medsegzoo demo report", "",
               "Every bundle below was trained on this machine's CPU with its CPU recipe "
