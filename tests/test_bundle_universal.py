@@ -10,6 +10,7 @@ the old outputs bit-identical, metadata and net in/out checks, and bad-input err
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,24 @@ def test_extension_trains_only_the_new_class_and_keeps_old_outputs(trained: dict
     assert torch.equal(new[:, : len(BASE_CLASSES)], old)  # bit-identical
     before, after = _weights(root / "models" / "model.pt"), _weights(ext_ckpt)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_interrupted_extension_resumes_from_its_last_checkpoint(trained: dict[str, object], tmp_path: Path) -> None:
+    root = tmp_path / "bundle"
+    shutil.copytree(Path(trained["root"]), root, ignore=shutil.ignore_patterns("extended"))
+    over = _overrides(root, trained["datalists"], new_classes=[NEW_CLASS], max_epochs=2)
+    crash = Path(trained["tmp"]) / "crash.json"  # hard exit right after epoch 1 is checkpointed
+    first = run_bundle(BUNDLE, [*EXTEND, str(crash)], over, run_id="training", check=False)
+    assert first.returncode == 17, first.stdout[-3000:] + first.stderr[-3000:]
+    extended = root / "models" / "extended"
+    assert not (extended / "checkpoint_final.pt").exists() and not (extended / "model.pt").exists()
+    second = run_bundle(BUNDLE, EXTEND, over, run_id="training")
+    assert f"at iteration {ITERATIONS_PER_EPOCH} (epoch 1)" in second.stdout + second.stderr
+    final = torch.load(extended / "checkpoint_final.pt", map_location="cpu", weights_only=True)
+    assert final["trainer"]["iteration"] == 2 * ITERATIONS_PER_EPOCH  # resumed, not restarted
+    assert final["optimizer"]["state"]  # the new parameters' AdamW moments came back
+    base = _weights(root / "models" / "model.pt")
+    assert all(torch.equal(base[k], final["network"][k]) for k in base)  # old classes untouched across the crash
 
 
 def test_verify_metadata_and_net_in_out(tmp_path: Path) -> None:
