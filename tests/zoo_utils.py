@@ -6,6 +6,9 @@ import json
 import zipfile
 from pathlib import Path
 
+from medsegzoo.zoo import bake as zoo_bake
+from medsegzoo.zoo.bake import read_override_files
+
 
 def make_fake_bundle(root: Path, name: str = "demo_bundle", version: str = "0.1.0",
                      medsegzoo_version: str | None = "0.1.0", weights: bytes | None = b"weights",
@@ -56,19 +59,6 @@ def write_zip(path: Path, entries: dict[str, bytes], links: dict[str, str] | Non
 
 
 def bake_overrides(bundle: Path, overrides: str = "smoke.json", config: str = "inference.json") -> list[str]:
-    """Write an override file's values into a bundle copy's config, as a publisher of a small model does.
-
-    The model zoo runs ``configs/inference.json`` alone, so a bundle trained with
-    ``smoke.json`` (a smaller network, patch, worker count) is published with those values in
-    its inference.json. Only keys the config already has are set.
-
-    Returns:
-        The keys set.
-    """
-    config_file = bundle / "configs" / config
-    values = json.loads((bundle / "configs" / overrides).read_text())
-    content = json.loads(config_file.read_text())
-    keys = [k for k in values if k in content]
-    content.update({k: values[k] for k in keys})
-    config_file.write_text(json.dumps(content, indent=4) + "\n")
-    return keys
+    """Write an override file's values into a bundle copy's config, as a publisher of a small model does."""
+    values = read_override_files(bundle, [f"configs/{overrides}"])
+    return zoo_bake.bake_overrides(bundle, values, config=f"configs/{config}")

@@ -37,6 +37,7 @@ from medsegzoo.data.predictions import prediction_path
 from medsegzoo.evaluation.scoring import summary_of
 from medsegzoo.recipes import CpuRecipe, get_recipe
 from medsegzoo.utils.atomic import atomic_write_text
+from medsegzoo.zoo.bake import bake_overrides, declare_output_channels, read_override_files
 
 CURVE = re.compile(r"Epoch\[(\d+)\] Metrics -- val_mean_dice: ([0-9.]+)")
 
@@ -114,6 +115,14 @@ def run_demo(demo: DemoRun, recipe: CpuRecipe, repo: Path, out: Path, steps: Ste
     extra = recipe.prepare(bundle, bundle) if recipe.prepare else {}
     train = recipe.training(bundle, dataset_dir, datalist, bundles_dir=out / "bundles", **extra, **dict(demo.training))
     steps.run(f"{recipe.bundle}: training (CPU recipe)", train, logs / "train.log")
+    # the published bundle predicts with inference.json alone (as the model zoo runs it): the
+    # recipe's network, spacing, patch and class settings go into it
+    recipe_files = BundleRun(bundle, list(recipe.train_configs[1:]), {}).config_paths()  # presets, cpu.json
+    baked = {**read_override_files(bundle, recipe_files),
+             **extra, **dict(recipe.eval_overrides)}
+    bake_overrides(bundle, baked)
+    if baked.get("predict_classes"):  # the universal model publishes its trained heads only
+        declare_output_channels(bundle, list(baked["predict_classes"]))
     evaluate = recipe.evaluating(bundle, dataset_dir, datalist, bundles_dir=out / "bundles", **extra)
     steps.run(f"{recipe.bundle}: inference + evaluation", evaluate, logs / "evaluate.log")
     summary = summary_of(bundle / "eval" / "report")
