@@ -98,7 +98,8 @@ def test_protocol_2_pseudo_labels_the_unlabeled_scans_and_retrains(tmp_path: Pat
     assert len(data.split("unlabeled")) == 2 and len(data.split("training")) == 1
     work = tmp_path / "p2"
     result = run_protocol(2, [data], ["flare"], ["flare"], BUNDLE, work, configs=[BUNDLE / "configs" / "smoke.json"],
-                          overrides={"max_epochs": 1, "val_interval": 100}, use_mirroring=False)
+                          overrides={"max_epochs": 1, "val_interval": 100, "batch_size": 1},  # one labeled case
+                          use_mirroring=False)
     matrix = pd.read_csv(work / "aeval_matrix_dsc.csv", index_col=0)
     assert list(matrix.index) == ["flare", "flare w/ PL"]
     assert result is not None
