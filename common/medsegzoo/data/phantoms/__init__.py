@@ -1,10 +1,17 @@
 """Synthetic CT/MR phantoms written in the public data set layouts.
 
-* :mod:`.anatomy`: organ geometry (RAS body coordinates), tissue table, random deformation.
+* :mod:`.anatomy` (package): organ geometry (RAS body coordinates), tissue table, random
+  deformation; ``tissues`` (tissue and MR tables, class tuples), ``shapes`` (solids,
+  structures, body frame, painting), ``abdomen``, ``left_atrium``, ``brain`` (the three
+  anatomies) and ``lesions``.
 * :mod:`.sites`: per-site acquisition (spacing, field of view, contrast phase, blur, noise,
   calibration, file orientation).
 * :mod:`.generator`: :func:`make_phantom`, one case as a :class:`Phantom`.
-* :mod:`.layouts`: :func:`write_phantom_dataset`, a whole data set in a public layout.
+* :mod:`.layouts` (package): :func:`write_phantom_dataset`, a whole data set in a public
+  layout; the registry in its ``__init__``, ``base`` (:class:`~.layouts.LayoutSpec`,
+  :class:`~.layouts.LayoutContext`), ``_writing`` (shared helpers) and one writer module per
+  public layout, named like its reader in :mod:`medsegzoo.data.readers` (``mask_folders``
+  for TotalSegmentator and AbdomenAtlas).
 """
 
 from __future__ import annotations
