@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medsegzoo.bundle_runs import run_cli_in_process
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLES_DIR = REPO_ROOT / "bundles"
 META_SCHEMA = REPO_ROOT / "common" / "medsegzoo" / "resources" / "meta_schema.json"
@@ -85,8 +87,14 @@ def run_bundle(
     check: bool = True,
     timeout: float = 1200,
     env: Mapping[str, str] | None = None,
+    cli: bool = False,
 ) -> subprocess.CompletedProcess:
     """Run ``python -m monai.bundle run [run_id] --config_file ... --key value ...``.
+
+    By default the command line is parsed and run in this process by MONAI's own ``fire``
+    entry point (:func:`medsegzoo.bundle_runs.run_cli_in_process`): the same code path without
+    the ~6 s of starting Python and importing torch, MONAI and ignite. ``cli=True`` starts the
+    real process; each bundle's tests keep one such run (and every hard-exit crash test).
 
     Args:
         bundle: bundle name (folder in ``bundles/``) or path.
@@ -97,29 +105,42 @@ def run_bundle(
         cwd: working directory (default: the bundle folder).
         run_id: the run target ("training", "inference", "evaluating"); None is plain ``run``.
         check: fail (AssertionError with the output tail) on a non-zero exit code.
-        timeout: seconds.
-        env: extra environment variables.
+        timeout: seconds (a real process only).
+        env: extra environment variables (a real process only: given, it implies ``cli``).
+        cli: run ``python -m monai.bundle`` in a child process.
 
     Returns:
-        The completed process (stdout/stderr captured as text).
+        The completed process (output as text; in this process everything is in ``stdout``).
     """
     root = bundle_dir(bundle)
     values = {"bundle_root": str(root)}
     values.update(overrides or {})
-    cmd = [sys.executable, "-m", "monai.bundle", "run"]
+    args = ["run"]
     if run_id:
-        cmd.append(run_id)
-    cmd += ["--config_file", config_files_arg(root, configs)]
+        args.append(run_id)
+    args += ["--config_file", config_files_arg(root, configs)]
     for key, value in values.items():
-        cmd += [f"--{key}", _cli_value(value)]
-    return run_command(cmd, cwd=cwd or root, check=check, timeout=timeout, env=env)
+        args += [f"--{key}", _cli_value(value)]
+    return monai_bundle(*args, cwd=cwd or root, check=check, timeout=timeout, env=env, cli=cli)
 
 
-def monai_bundle(subcommand: str, *args: Any, cwd: str | os.PathLike | None = None, check: bool = True,
-                 timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle SUBCOMMAND ARGS...`` (verify_metadata, verify_net_in_out, ...)."""
-    return run_command([sys.executable, "-m", "monai.bundle", subcommand, *map(str, args)], cwd=cwd,
-                       check=check, timeout=timeout)
+def monai_bundle(*args: Any, cwd: str | os.PathLike | None = None, check: bool = True, timeout: float = 600,
+                 env: Mapping[str, str] | None = None, cli: bool = False) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle ARGS...`` (run, verify_metadata, verify_net_in_out, ckpt_export).
+
+    In this process by default (see :func:`run_bundle`); ``cli=True`` or ``env`` start the real
+    command. With ``check``, a non-zero exit fails the test with the command and its output tail.
+    """
+    if cli or env:
+        return run_command([sys.executable, "-m", "monai.bundle", *map(str, args)], cwd=cwd, check=check,
+                           timeout=timeout, env=env)
+    proc = run_cli_in_process([str(a) for a in args], cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"command failed with exit code {proc.returncode}:\n  {' '.join(map(str, proc.args))}\n"
+            f"--- output (tail) ---\n{proc.stdout[-OUTPUT_TAIL:]}"
+        )
+    return proc
 
 
 def make_phantom_datalist(

@@ -2,6 +2,10 @@
 
 One module-scoped training run (STU-Net-S, phantoms) feeds the inference (with and without
 mirroring) and evaluation tests; resume, metadata checks and bad inputs run their own commands.
+
+The command lines are parsed by MONAI's own ``fire`` entry point and run in the test process
+(``bundle_utils.run_bundle``); one run per bundle starts the real ``python -m monai.bundle``
+process (and so does every hard-exit crash, which needs a process of its own).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from bundle_checks import (
     assert_prediction_equals_direct_forward,
     assert_train_and_inference_agree,
 )
-from bundle_utils import MEDSEGZOO, assert_bf16_steps_match_fp32, run_command
+from bundle_utils import MEDSEGZOO, META_SCHEMA, assert_bf16_steps_match_fp32, monai_bundle, run_command
 
 from medsegzoo.bundle_runs import BundleRun, run_in_process
 from medsegzoo.data.datalist import load_split
@@ -54,14 +58,9 @@ def phantom_set(root: Path, layout: str, cases: int, site: int, seed: int, split
 
 def bundle(run_id: str, configs: list[str], tmp: Path, *args: str, check: bool = True,
            timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m monai.bundle <run_id>`` in a subprocess (cwd: the bundle folder)."""
-    cmd = [sys.executable, "-m", "monai.bundle", *run_id.split(), "--config_file", str(configs),
-           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"), *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=timeout, env=env)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
+    """``python -m monai.bundle <run_id>`` (cwd: the bundle folder), parsed and run in this process."""
+    return monai_bundle(*run_id.split(), "--config_file", str(configs), "--meta_file", str(CONFIGS / "metadata.json"),
+                        "--logging_file", str(CONFIGS / "logging.conf"), *args, cwd=BUNDLE, check=check, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -186,17 +185,11 @@ def test_resume_after_interruption(tmp_path: Path, trained: dict[str, Path]) -> 
 
 
 def test_verify_metadata_and_net_in_out() -> None:
-    schema = REPO / "common" / "medsegzoo" / "resources" / "meta_schema.json"
-    cmd = [sys.executable, "-m", "monai.bundle", "verify_metadata", "--meta_file", str(CONFIGS / "metadata.json"),
-           "--filepath", str(schema)]
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = monai_bundle("verify_metadata", "--meta_file", CONFIGS / "metadata.json", "--filepath", META_SCHEMA, cwd=BUNDLE)
     assert "metadata is verified with no error" in proc.stdout + proc.stderr
     # STU-Net needs 32 | size with 5 pools, and > 1 voxel at the bottleneck for InstanceNorm: n=2
-    cmd = [sys.executable, "-m", "monai.bundle", "verify_net_in_out", "network_def", "--meta_file",
-           str(CONFIGS / "metadata.json"), "--config_file", str(CONFIGS / "inference.json"), "--n", "2", "--stunet_size", "S"]
-    proc = subprocess.run(cmd, cwd=BUNDLE, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = monai_bundle("verify_net_in_out", "network_def", "--meta_file", CONFIGS / "metadata.json", "--config_file",
+                        CONFIGS / "inference.json", "--n", "2", "--stunet_size", "S", cwd=BUNDLE)
     assert "data shape of network is verified with no error" in proc.stdout + proc.stderr
 
 
@@ -225,10 +218,11 @@ def test_pretrained_checkpoint_with_other_classes(trained: dict[str, Path], tmp_
             "--pretrained_only_matching_shapes", "False"]
     strict = bundle("run training", SMOKE, tmp_path, *args, check=False)
     assert strict.returncode != 0
+    message = strict.stdout + strict.stderr
     for level, width in enumerate((256, 128, 64, 32, 16)):  # every head is listed with both shapes
-        assert f"seg_outputs.{level}.weight: checkpoint (105, {width}, 1, 1, 1) vs network (9, {width}, 1, 1, 1)" in strict.stderr
-        assert f"seg_outputs.{level}.bias: checkpoint (105,) vs network (9,)" in strict.stderr
-    assert "only_matching_shapes=True" in strict.stderr  # the message says how to fine-tune instead
+        assert f"seg_outputs.{level}.weight: checkpoint (105, {width}, 1, 1, 1) vs network (9, {width}, 1, 1, 1)" in message
+        assert f"seg_outputs.{level}.bias: checkpoint (105,) vs network (9,)" in message
+    assert "only_matching_shapes=True" in message  # the message says how to fine-tune instead
 
 
 def test_two_gloo_processes_train_identical_clipped_weights(tmp_path: Path) -> None:

@@ -4,6 +4,10 @@ A semi-supervised LA phantom set (labeled and unlabeled h5 volumes, as the LA re
 distributed) is written with ``medsegzoo phantoms`` / ``medsegzoo datalist``; one
 module-scoped training run feeds inference (decoder 0) and evaluation; resume, metadata
 checks and bad inputs run their own commands.
+
+The command lines are parsed by MONAI's own ``fire`` entry point and run in the test process
+(``bundle_utils.run_bundle``); one run per bundle starts the real ``python -m monai.bundle``
+process (and so does every hard-exit crash, which needs a process of its own).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ EVAL = ["inference.json", "evaluate.json", "configs/presets/la.json", "smoke.jso
 
 pytestmark = pytest.mark.slow
 
-# one thread per process: on a shared 2-core machine thread contention costs more than it gains
+# one thread for the real CLI run: on a shared 2-core machine thread contention costs more than it gains
 ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -60,7 +64,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("tcseg")
     data, datalist = la_phantoms(tmp)
     run_dir = tmp / "run"
-    proc = run_bundle(BUNDLE, TRAIN, {"dataset_dir": data, "datalist": datalist, "bundle_root": run_dir}, run_id="training", env=ENV)
+    proc = run_bundle(BUNDLE, TRAIN, {"dataset_dir": data, "datalist": datalist, "bundle_root": run_dir}, run_id="training", env=ENV)  # the one real CLI run
     return {"data": data, "datalist": datalist, "run": run_dir, "log": Path(tmp / "train.log"), "stdout": proc.stdout + proc.stderr}
 
 
@@ -115,7 +119,7 @@ def test_resume_continues_iteration_optimizer_and_scheduler(trained: dict[str, P
     shutil.copytree(trained["run"] / "models", run_dir / "models")
     before = torch.load(run_dir / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     proc = run_bundle(BUNDLE, TRAIN, {"dataset_dir": trained["data"], "datalist": trained["datalist"], "bundle_root": run_dir,
-                                     "num_iterations": 6}, env=ENV)  # plain `run` (no run id) trains too
+                                     "num_iterations": 6})  # plain `run` (no run id) trains too
     assert "resumed from" in proc.stdout + proc.stderr
     after = torch.load(run_dir / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=True)
     assert after["trainer"]["iteration"] == 6  # continued at 4, not restarted at 0
@@ -134,7 +138,7 @@ def test_verify_metadata_and_net_in_out() -> None:
 
 def test_bad_inputs_fail_with_clear_messages(trained: dict[str, Path], tmp_path: Path) -> None:
     common = {"dataset_dir": trained["data"], "datalist": trained["datalist"], "bundle_root": tmp_path / "bad"}
-    proc = run_bundle(BUNDLE, TRAIN, {**common, "labeled_ratio": 0.05}, run_id="training", check=False, env=ENV)
+    proc = run_bundle(BUNDLE, TRAIN, {**common, "labeled_ratio": 0.05}, run_id="training", check=False)
     assert proc.returncode != 0 and "leaves no labeled case" in proc.stdout + proc.stderr
     # an empty unlabeled loader and labeled cases with different classes are checked before any
     # data is loaded too; their messages are tested in tests/test_engines_semi_supervised.py
@@ -145,7 +149,7 @@ def test_without_validation_split_only_last_exists(tmp_path: Path) -> None:
     data, datalist = la_phantoms(tmp_path, split="official")
     assert not json.loads(datalist.read_text()).get("validation")
     common = {"dataset_dir": data, "datalist": datalist, "bundle_root": tmp_path / "run"}
-    proc = run_bundle(BUNDLE, TRAIN, common, run_id="training", env=ENV)
+    proc = run_bundle(BUNDLE, TRAIN, common, run_id="training")
     assert "val_mean_dice" not in proc.stdout + proc.stderr
     models = tmp_path / "run" / "models"
     assert (models / "model.pt").is_file() and not (models / "model_best.pt").exists()
@@ -168,7 +172,7 @@ def test_bf16_training_steps_match_float32(trained: dict[str, Path], tmp_path: P
 def test_a_wrong_dataset_dir_is_named_before_anything_is_loaded(trained: dict[str, Path], tmp_path: Path) -> None:
     wrong = tmp_path / "no_such_folder"
     proc = run_bundle(BUNDLE, TRAIN, {"dataset_dir": wrong, "datalist": trained["datalist"], "bundle_root": tmp_path / "bad"},
-                      run_id="training", check=False, env=ENV)
+                      run_id="training", check=False)
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0 and f"{wrong}: dataset_dir does not exist" in log
     assert "Loading dataset" not in log and not (tmp_path / "bad" / "models").exists()

@@ -4,6 +4,10 @@ Phantoms of three partially labeled data sets (KiTS19-like kidneys, MSD liver, M
 different sites are written and listed with the real `medsegzoo phantoms` / `medsegzoo datalist`
 commands and mixed into one datalist; a BTCV-like fully labeled set of another site is the
 unseen test set.
+
+The command lines are parsed by MONAI's own ``fire`` entry point and run in the test process
+(``bundle_utils.run_bundle``); one run per bundle starts the real ``python -m monai.bundle``
+process (and so does every hard-exit crash, which needs a process of its own).
 """
 
 from __future__ import annotations
@@ -78,12 +82,12 @@ def test_crash_resume_inference_evaluate(data, tmp_path):
             "$@train#trainer.run()",
         ],
     }))
-    proc = run_bundle(BUNDLE, [*TRAIN, str(crash)], common, check=False)
+    proc = run_bundle(BUNDLE, [*TRAIN, str(crash)], common, check=False, cli=True)  # the one real CLI run
     assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
     saved = sorted(p.name for p in (out / "models").glob("*.pt"))
     assert saved == ["checkpoint_iteration=2.pt"], saved  # no model.pt from a run that did not complete
 
-    # 2) the same training started again (`run training` form, the one real CLI run) resumes
+    # 2) the same training started again (`run training` form, in this process) resumes
     proc = run_bundle(BUNDLE, TRAIN, common, run_id="training")
     log = proc.stdout + proc.stderr
     match = re.search(r"resumed from \S*checkpoint_iteration=2\.pt at iteration (\d+) \(epoch (\d+)\)", log)

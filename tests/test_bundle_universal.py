@@ -5,6 +5,10 @@ Spleen: spleen) train a U-Net Universal Model on the CPU with text embeddings fr
 initialised open_clip ViT-B-32 (HF_HUB_OFFLINE=1): a crash after the first epoch, resume,
 inference, evaluation (DSC/NSD, patient-level tumor detection), extension to a new class with
 the old outputs bit-identical, metadata and net in/out checks, and bad-input errors.
+
+The command lines are parsed by MONAI's own ``fire`` entry point and run in the test process
+(``bundle_utils.run_bundle``); one run per bundle starts the real ``python -m monai.bundle``
+process (and so does every hard-exit crash, which needs a process of its own).
 """
 
 from __future__ import annotations
@@ -68,7 +72,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "$@train#trainer.add_event_handler(ignite.engine.Events.EPOCH_COMPLETED(once=1), lambda e: os._exit(17))",
         "$@train#trainer.run()",
     ]}))
-    first = run_bundle(BUNDLE, [*SMOKE, str(crash)], _overrides(root, datalists), run_id="training", check=False)
+    first = run_bundle(BUNDLE, [*SMOKE, str(crash)], _overrides(root, datalists), run_id="training", check=False,
+                       cli=True)  # the one real CLI run (a hard exit needs a process of its own)
     assert first.returncode == 17, first.stdout[-3000:] + first.stderr[-3000:]
     assert not (root / "models" / "checkpoint_final.pt").exists() and not (root / "models" / "model.pt").exists()
     second = run_bundle(BUNDLE, SMOKE, _overrides(root, datalists), run_id="training")
@@ -160,7 +165,7 @@ def test_interrupted_extension_resumes_from_its_last_checkpoint(trained: dict[st
     shutil.copytree(Path(trained["root"]), root, ignore=shutil.ignore_patterns("extended"))
     over = _overrides(root, trained["datalists"], new_classes=[NEW_CLASS], max_epochs=2)
     crash = Path(trained["tmp"]) / "crash.json"  # hard exit right after epoch 1 is checkpointed
-    first = run_bundle(BUNDLE, [*EXTEND, str(crash)], over, run_id="training", check=False)
+    first = run_bundle(BUNDLE, [*EXTEND, str(crash)], over, run_id="training", check=False, cli=True)  # hard exit
     assert first.returncode == 17, first.stdout[-3000:] + first.stderr[-3000:]
     extended = root / "models" / "extended"
     assert not (extended / "checkpoint_final.pt").exists() and not (extended / "model.pt").exists()

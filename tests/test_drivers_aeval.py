@@ -77,8 +77,10 @@ def test_protocols_1_and_4_write_the_matrix(tmp_path: Path) -> None:
     assert matrix.loc["flare", "spleen"] == pytest.approx(100 * spleen_rows[spleen_rows["class"] == "spleen"]["dsc"].mean())
     assert "A-Eval cross-dataset matrix" in (p1 / "report" / "summary.md").read_text()
 
-    p4 = tmp_path / "p4"
-    run_command([*common, "--protocol", 4, "--work-dir", p4, "--train-sets", "flare", "spleen", "--test-sets", "flare"])
+    p4 = tmp_path / "p4"  # the same driver called from Python (the command line ran protocol 1)
+    data = [parse_set(f"flare={flare_list}::{flare}"), parse_set(f"spleen={spleen_list}::{spleen}")]
+    run_protocol(4, data, ["flare", "spleen"], ["flare"], BUNDLE, p4, configs=[smoke],
+                 overrides={"max_epochs": 1, "val_interval": 100}, use_mirroring=False)
     # round 1 on FLARE22 (labels all 8), round 2 after filling MSD Spleen's missing 7 classes
     assert (p4 / "Joint_r1" / "models" / "model.pt").is_file() and (p4 / "Joint_r2" / "models" / "model.pt").is_file()
     joint = pd.read_csv(p4 / "aeval_matrix_dsc.csv", index_col=0)

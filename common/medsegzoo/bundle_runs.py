@@ -11,24 +11,36 @@ overrides, run id), and launch it through one of three functions:
   benchmarks that time whole runs, crash tests).
 * :func:`run_in_process`: MONAI's ``monai.bundle.run`` in this Python process (the same code
   path as the command line, without the ~6 s of importing torch, MONAI and ignite again).
+* :func:`run_cli_in_process`: any ``python -m monai.bundle ...`` command line parsed by the
+  same ``fire`` entry point and run in this process, with its output captured and an
+  exception turned into a non-zero exit status, so a caller reads it like a finished
+  subprocess (the tests; a crash test that needs a hard exit still uses a real process).
 * :func:`parse_bundle`: the merged configs parsed into a MONAI ``ConfigParser``, to take one
   component out (a trainer for a benchmark, a setting for a driver).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from medsegzoo.errors import MedSegZooError
 
-__all__ = ["BundleRun", "BundleRunError", "cli_value", "parse_bundle", "run_in_process", "run_in_subprocess"]
+__all__ = [
+    "BundleRun", "BundleRunError", "cli_value", "parse_bundle", "run_cli_in_process", "run_in_process",
+    "run_in_subprocess",
+]
 
 LOG_TAIL_CHARS = 4000
 
@@ -164,6 +176,83 @@ def run_in_process(run: BundleRun) -> Any:
     if (config_dir / "logging.conf").is_file():
         extra["logging_file"] = str(config_dir / "logging.conf")
     return monai_run(run.run_id, config_file=run.config_paths(), **extra, **run.values())
+
+
+def _stream_handlers() -> list[logging.StreamHandler]:
+    """Every stream handler of the root logger and of every logger created so far."""
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    return [h for lg in loggers for h in lg.handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+
+@contextlib.contextmanager
+def _captured_output(buffer: io.StringIO) -> Iterator[None]:
+    """Send ``sys.stdout``, ``sys.stderr`` and every console log handler to ``buffer`` for a while.
+
+    A bundle's ``logging.conf`` replaces the root logger's handlers, and MONAI's module loggers
+    bind their stream when they are created; both are put back afterwards, so that a run leaves
+    the caller's logging (pytest's log capture included) as it found it.
+    """
+    originals = (sys.stdout, sys.stderr)
+    root = logging.getLogger()
+    root_handlers, root_level = list(root.handlers), root.level
+    swapped = [(h, h.stream) for h in _stream_handlers() if h.stream in originals]
+    for handler, _ in swapped:
+        handler.setStream(buffer)
+    try:
+        with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
+            yield
+    finally:
+        for handler, stream in swapped:
+            handler.setStream(stream)
+        for handler in _stream_handlers():  # created during the run, bound to the buffer
+            if handler.stream is buffer:
+                handler.setStream(originals[0])
+        for handler in list(root.handlers):
+            if handler not in root_handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in root_handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(root_level)
+
+
+def run_cli_in_process(args: Sequence[str], cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle ARGS`` run in this process by the command line's own ``fire`` entry point.
+
+    The arguments are parsed exactly as on the command line (the same ``fire.Fire`` over the
+    functions ``monai.bundle.__main__`` exposes), so a test or driver exercises the user's
+    command without the ~6 s of starting Python and importing torch, MONAI and ignite again.
+
+    Args:
+        args: what follows ``python -m monai.bundle`` (``["run", "training", "--config_file", ...]``).
+        cwd: working directory during the run (default: unchanged).
+
+    Returns:
+        A completed process: ``returncode`` 0, the ``SystemExit`` code, or 1 for an exception;
+        ``stdout`` holds everything printed or logged, followed by the traceback of a failure;
+        ``stderr`` is empty.
+    """
+    import fire  # heavy: MONAI's command line parser, imported when a command is run
+    import monai.bundle.__main__ as cli
+
+    commands = {name: getattr(cli, name) for name in dir(cli) if not name.startswith("_") and callable(getattr(cli, name))}
+    buffer = io.StringIO()
+    returncode = 0
+    with contextlib.chdir(cwd or os.getcwd()), _captured_output(buffer):
+        try:
+            fire.Fire(commands, command=[str(a) for a in args], name="monai.bundle")
+        except SystemExit as stop:
+            returncode = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        except Exception:  # the command line prints the traceback and exits with 1
+            buffer.write(traceback.format_exc())
+            returncode = 1
+    gc.collect()  # the workflow's engines, networks and data loaders go now, not at the next run
+    return subprocess.CompletedProcess([sys.executable, "-m", "monai.bundle", *map(str, args)], returncode,
+                                       buffer.getvalue(), "")
 
 
 def parse_bundle(run: BundleRun) -> Any:
