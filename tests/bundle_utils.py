@@ -26,6 +26,9 @@ BUNDLES_DIR = REPO_ROOT / "bundles"
 META_SCHEMA = REPO_ROOT / "common" / "medsegzoo" / "resources" / "meta_schema.json"
 MEDSEGZOO = [sys.executable, "-m", "medsegzoo"]
 OUTPUT_TAIL = 6000
+# the FLARE22-like set of the STU-Net bundle and A-Eval driver tests (2 training, 2 test cases):
+# ``phantom_set("flare22", **FLARE22_SMOKE)`` writes it once per session (tests/conftest.py)
+FLARE22_SMOKE = {"cases": 4, "size": 48, "site": 0, "seed": 0, "split": "0.5/0.0/0.5", "phantom_args": ("--no-tumors",)}
 
 
 def bundle_dir(bundle: str | os.PathLike) -> Path:

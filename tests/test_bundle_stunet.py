@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -29,7 +30,7 @@ from bundle_checks import (
     assert_prediction_equals_direct_forward,
     assert_train_and_inference_agree,
 )
-from bundle_utils import MEDSEGZOO, META_SCHEMA, assert_bf16_steps_match_fp32, monai_bundle, run_command
+from bundle_utils import FLARE22_SMOKE, META_SCHEMA, assert_bf16_steps_match_fp32, monai_bundle
 
 from medsegzoo.bundle_runs import BundleRun, run_in_process
 from medsegzoo.data.datalist import load_split
@@ -46,16 +47,6 @@ pytestmark = pytest.mark.slow
 
 
 
-def phantom_set(root: Path, layout: str, cases: int, site: int, seed: int, split: str) -> tuple[Path, Path]:
-    """Phantoms in a public layout and their datalist, written with the real ``medsegzoo`` CLI."""
-    proc = run_command([*MEDSEGZOO, "phantoms", root, "--layout", layout, "--cases", cases, "--size", 48,
-                        "--site", site, "--seed", seed, "--no-tumors", "--quiet"])
-    folder = Path(proc.stdout.strip().splitlines()[-1])  # --quiet prints the layout folder
-    datalist = root / "datalist.json"
-    run_command([*MEDSEGZOO, "datalist", layout, folder, "--out", datalist, "--split", split, "--seed", seed])
-    return folder, datalist
-
-
 def bundle(run_id: str, configs: list[str], tmp: Path, *args: str, check: bool = True,
            timeout: float = 600) -> subprocess.CompletedProcess:
     """``python -m monai.bundle <run_id>`` (cwd: the bundle folder), parsed and run in this process."""
@@ -64,11 +55,12 @@ def bundle(run_id: str, configs: list[str], tmp: Path, *args: str, check: bool =
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Phantoms, and a STU-Net-S model trained on them with the real CLI."""
+def trained(tmp_path_factory: pytest.TempPathFactory, phantom_set: Callable[..., tuple[Path, Path]]) -> dict[str, Path]:
+    """Phantoms (shared with the A-Eval tests), and a STU-Net-S model trained on them."""
     tmp = tmp_path_factory.mktemp("stunet")
-    data, datalist = phantom_set(tmp / "flare", "flare22", cases=4, site=0, seed=0, split="0.5/0.0/0.5")
-    spleen, spleen_list = phantom_set(tmp / "spleen", "msd_spleen", cases=2, site=2, seed=1, split="official")
+    data, datalist = phantom_set("flare22", **FLARE22_SMOKE)
+    spleen, spleen_list = phantom_set("msd_spleen", cases=2, size=48, site=2, seed=1, split="official",
+                                      phantom_args=("--no-tumors",))
     root = tmp / "run"
     args = ["--dataset_dir", str(data), "--datalist", str(datalist), "--bundle_root", str(root)]
     pre = bundle("run preprocessing", [*SMOKE, str(CONFIGS / "preprocess.json")], tmp, *args)
@@ -196,7 +188,7 @@ def test_verify_metadata_and_net_in_out() -> None:
 def test_unknown_native_label_map_is_named(trained: dict[str, Path]) -> None:
     datalist = json.loads(trained["datalist"].read_text())
     datalist["test"][1]["dataset"] = "my_private_set"
-    bad = trained["data"] / "unknown.json"
+    bad = trained["tmp"] / "unknown.json"  # the phantom set is shared: nothing is written into it
     bad.write_text(json.dumps(datalist))
     overrides = {**trained["overrides"], "datalist": bad, "output_dir": trained["tmp"] / "pred_True",
                  "report_dir": trained["tmp"] / "report_unknown"}
@@ -223,31 +215,6 @@ def test_pretrained_checkpoint_with_other_classes(trained: dict[str, Path], tmp_
         assert f"seg_outputs.{level}.weight: checkpoint (105, {width}, 1, 1, 1) vs network (9, {width}, 1, 1, 1)" in message
         assert f"seg_outputs.{level}.bias: checkpoint (105,) vs network (9,)" in message
     assert "only_matching_shapes=True" in message  # the message says how to fine-tune instead
-
-
-def test_two_gloo_processes_train_identical_clipped_weights(tmp_path: Path) -> None:
-    """multi_gpu_train.json with 2 CPU processes: DDP plus the gradient clipping keep the ranks equal."""
-    # two validation cases: a distributed validation needs at least one case per rank
-    data, datalist = phantom_set(tmp_path / "flare", "flare22", cases=6, site=0, seed=3, split="0.34/0.33/0.33")
-    assert [len(json.loads(datalist.read_text())[k]) for k in ("training", "validation")] == [2, 2]
-    root = tmp_path / "ddp"
-    dump = tmp_path / "dump.json"  # each rank writes its own final weights
-    dump.write_text(json.dumps({"finalize": [
-        "$torch.save(@network.module.state_dict(), @ckpt_dir + '/rank' + str(dist.get_rank()) + '.pt')",
-        "$dist.is_initialized() and dist.destroy_process_group()",
-    ]}))
-    configs = [str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json"), str(CONFIGS / "smoke.json"), str(dump)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "monai.bundle", "run", "training", "--config_file", str(configs),
-           "--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf"),
-           "--dataset_dir", str(data), "--datalist", str(datalist), "--bundle_root", str(root), "--val_interval", "1"]
-    run_command(cmd, cwd=BUNDLE, env={"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}, timeout=900)
-    ranks = [torch.load(root / "models" / f"rank{r}.pt", map_location="cpu", weights_only=True) for r in (0, 1)]
-    final = torch.load(root / "models" / "checkpoint_final.pt", map_location="cpu", weights_only=False)
-    assert final["trainer"]["iteration"] == 4  # smoke: 2 epochs x 2 iterations
-    for key, value in final["network"].items():
-        torch.testing.assert_close(ranks[0][key], ranks[1][key], rtol=0, atol=0, msg=key)
-        torch.testing.assert_close(value, ranks[0][key], rtol=0, atol=0, msg=key)
 
 
 def test_bf16_training_steps_match_float32(trained: dict[str, Path], tmp_path: Path) -> None:

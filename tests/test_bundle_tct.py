@@ -29,8 +29,6 @@ from bundle_utils import (
     assert_bf16_steps_match_fp32,
     META_SCHEMA,
     bundle_dir,
-    make_mixed_phantom_datalist,
-    make_phantom_datalist,
     monai_bundle,
     run_bundle,
 )
@@ -52,10 +50,9 @@ PARTS = [
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tct_data")
-    dataset_dir, datalist = make_mixed_phantom_datalist(root, PARTS, size=48)
-    unseen_dir, unseen = make_phantom_datalist(root, "btcv", cases=2, size=48, seed=9, site=4, split=None)
+def data(phantom_set, mixed_phantom_set):
+    dataset_dir, datalist = mixed_phantom_set(PARTS, 48)
+    unseen_dir, unseen = phantom_set("btcv", cases=2, size=48, seed=9, site=4, split=None)
     return {"dataset_dir": dataset_dir, "datalist": datalist, "unseen_dir": unseen_dir, "unseen": unseen}
 
 

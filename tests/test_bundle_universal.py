@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +57,10 @@ def _overrides(root: Path, datalists: list[str], **extra: object) -> dict[str, o
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+def trained(tmp_path_factory: pytest.TempPathFactory, phantom_set: Callable[..., tuple[Path, Path]]) -> dict[str, object]:
     tmp = tmp_path_factory.mktemp("universal")
     datalists = [
-        str(make_phantom_datalist(tmp, layout, cases=4, size=40, seed=seed, site=seed)[1])
+        str(phantom_set(layout, cases=4, size=40, seed=seed, site=seed)[1])
         for seed, layout in enumerate(("kits19", "msd_liver", "msd_spleen"))
     ]
     root = tmp / "bundle"

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from bundle_utils import MEDSEGZOO, run_command
+from bundle_utils import FLARE22_SMOKE, MEDSEGZOO, run_command
 
-from medsegzoo.drivers.aeval import fill_missing_classes, parse_set, run_protocol
+from medsegzoo.drivers.aeval import fill_missing_classes, main, parse_set, run_protocol
 from medsegzoo.errors import DataValidationError, UnknownNameError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,24 +50,18 @@ def test_set_parsing_and_unknown_names(tmp_path: Path) -> None:
         run_protocol(7, [s], ["x"], ["x"], BUNDLE, tmp_path / "w")
 
 
-def _phantoms(root: Path, layout: str, site: int, seed: int, split: str) -> tuple[Path, Path]:
-    proc = run_command([*MEDSEGZOO, "phantoms", root, "--layout", layout, "--cases", 4, "--size", 48,
-                        "--site", site, "--seed", seed, "--no-tumors", "--quiet"])
-    folder = Path(proc.stdout.strip().splitlines()[-1])
-    run_command([*MEDSEGZOO, "datalist", layout, folder, "--out", root / "datalist.json", "--split", split, "--seed", seed])
-    return folder, root / "datalist.json"
-
-
 @pytest.mark.slow
-def test_protocols_1_and_4_write_the_matrix(tmp_path: Path) -> None:
-    flare, flare_list = _phantoms(tmp_path / "flare", "flare22", 0, 0, "0.5/0.0/0.5")
-    spleen, spleen_list = _phantoms(tmp_path / "spleen", "msd_spleen", 2, 1, "0.5/0.0/0.5")
+def test_protocols_1_and_4_write_the_matrix(tmp_path: Path, phantom_set: Callable[..., tuple[Path, Path]]) -> None:
+    flare, flare_list = phantom_set("flare22", **FLARE22_SMOKE)  # the STU-Net bundle tests' set
+    spleen, spleen_list = phantom_set("msd_spleen", **{**FLARE22_SMOKE, "site": 2, "seed": 1})
     smoke = BUNDLE / "configs" / "smoke.json"
     sets = ["--set", f"flare={flare_list}::{flare}", "--set", f"spleen={spleen_list}::{spleen}"]
-    common = [sys.executable, "-m", "medsegzoo.drivers.aeval", "--bundle", BUNDLE, *sets,
-              "--config", smoke, "--override", "max_epochs=1", "--override", "val_interval=100", "--no-mirroring"]
+    # `python -m medsegzoo.drivers.aeval ARGS` is `sys.exit(main(ARGS))`: the same parser, in this process
+    common = ["--bundle", BUNDLE, *sets, "--config", smoke, "--override", "max_epochs=1", "--override", "val_interval=100",
+              "--no-mirroring"]
     p1 = tmp_path / "p1"
-    run_command([*common, "--protocol", 1, "--work-dir", p1, "--train-sets", "flare", "--test-sets", "flare", "spleen"])
+    args = [*common, "--protocol", 1, "--work-dir", p1, "--train-sets", "flare", "--test-sets", "flare", "spleen"]
+    assert main([str(a) for a in args]) == 0
     matrix = pd.read_csv(p1 / "aeval_matrix_dsc.csv", index_col=0)
     assert list(matrix.index) == ["flare"] and list(matrix.columns) == ["flare", "spleen"]
     table = pd.read_csv(p1 / "aeval_per_case.csv")
@@ -114,7 +108,7 @@ def test_protocol_2_pseudo_labels_the_unlabeled_scans_and_retrains(tmp_path: Pat
 
 
 @pytest.mark.slow
-def test_protocol_3_trains_ct_mr_and_mixed_models(tmp_path: Path) -> None:
+def test_protocol_3_trains_ct_mr_and_mixed_models(tmp_path: Path, phantom_set: Callable[..., tuple[Path, Path]]) -> None:
     from medsegzoo.data.combine import combine_datalists
 
     root = tmp_path / "amos"
@@ -126,7 +120,7 @@ def test_protocol_3_trains_ct_mr_and_mixed_models(tmp_path: Path) -> None:
         run_command([*MEDSEGZOO, "datalist", layout, folder, "--out", root / layout / "datalist.json", "--split", "1.0/0.0/0.0"])
         parts.append((root / layout / "datalist.json", folder))
     mixed = combine_datalists(parts, root / "datalist.json", root, name="amos_ct_mr")
-    test_folder, test_list = _phantoms(tmp_path / "flare", "flare22", 2, 2, "0.5/0.0/0.5")
+    test_folder, test_list = phantom_set("flare22", **{**FLARE22_SMOKE, "site": 2, "seed": 2})
     sets = [parse_set(f"amos={mixed}::{root}"), parse_set(f"flare={test_list}::{test_folder}")]
     assert sorted(c["modality"] for c in sets[0].split("training")) == ["CT", "CT", "MR", "MR"]
     work = tmp_path / "p3"

@@ -7,6 +7,7 @@ import pytest
 import torch
 from monai.inferers import SlidingWindowInferer
 from test_inference_body_mask import torso
+from trained_models import PATCH, dice, padded_case
 
 from medsegzoo.errors import MedSegZooError
 from medsegzoo.inference.autocast import Autocast, AutocastInferer
@@ -62,6 +63,22 @@ def test_skipped_windows_leave_the_body_unchanged() -> None:
     # voxels that only skipped windows cover are background (channel 0) with the fill logits
     assert ours[0, 0, 0, 0, 0] == pytest.approx(20.0) and ours[0, 1, 0, 0, 0] == pytest.approx(-20.0)
     assert (ours[0].argmax(0)[~inside] == 0).float().mean() > 0.9
+
+
+@torch.no_grad()
+def test_skipped_windows_keep_a_trained_networks_label_map_inside_the_body(trained_unet: torch.nn.Module) -> None:
+    """The same check on a trained U-Net and a case with air around the body, in float32."""
+    image, label = padded_case(seed=98)
+    settings = {"roi_size": (PATCH,) * 3, "sw_batch_size": 2, "overlap": 0.5, "mode": "gaussian"}
+    full = SlidingWindowInferer(**settings)(image[None], trained_unet)[0]
+    inferer = BodySlidingWindowInferer(**settings, body_margin=0)
+    ours = inferer(image[None], trained_unet)[0]
+    assert inferer.windows.skipped > 0
+    inside = torch.as_tensor(inferer.last_masks[0].dense())
+    assert torch.equal(ours.argmax(0)[inside], full.argmax(0)[inside])
+    assert torch.allclose(ours[:, inside], full[:, inside], atol=1e-4)
+    for value in (1, 2):  # the organs lie inside the body, so the label map still finds them
+        assert dice(ours.argmax(0) == value, label == value) > 0.8
 
 
 @torch.no_grad()

@@ -1,5 +1,9 @@
 """Scale-out: a bundle's multi_gpu_train.json with 2 gloo processes (torchrun) on phantoms, and its
-multi_gpu_inference.json splitting the test cases across the ranks."""
+multi_gpu_inference.json splitting the test cases across the ranks.
+
+This is the suite's one DDP run (the CPU's gloo path; NCCL needs GPUs): distributed training with
+distributed validation and nnU-Net's gradient-norm clipping (STU-Net's handler, attached here),
+rank-0 checkpoints, and distributed inference."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from medsegzoo.data.predictions import prediction_path
 BUNDLE = "tct_partial_label_segmentation"  # the lightest network of the four
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 ENV = {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo on CPUs, even on a GPU machine
+CLIP_NORM = 1e-3
 
 
 def _torchrun(run_id: str, configs: list[str], overrides: dict[str, object], cwd: Path) -> None:
@@ -33,13 +38,22 @@ def test_two_gloo_processes_train_identical_weights_and_split_inference(tmp_path
     out = tmp_path / "run"
     # each rank dumps its own final weights: DDP must have kept them identical
     dump = tmp_path / "dump.json"
-    dump.write_text(json.dumps({"finalize": [
-        "$torch.save(@network.module.state_dict(), @output_dir + '/rank' + str(dist.get_rank()) + '.pt')",
-        "$medsegzoo.engines.distributed.destroy_distributed()",
-    ]}))
+    # and STU-Net's gradient-norm clipping, set low enough to act at every step, runs on both ranks
+    dump.write_text(json.dumps({
+        "gradient_clipping": {"_target_": "medsegzoo.engines.gradient_clipping.GradientNormClipping",
+                              "max_norm": CLIP_NORM},
+        "+initialize": ["$@gradient_clipping.attach(@train#trainer)"],
+        "finalize": [
+            "$torch.save(@network.module.state_dict(), @output_dir + '/rank' + str(dist.get_rank()) + '.pt')",
+            "$torch.save(torch.tensor(@gradient_clipping.last_norm), @output_dir + '/norm' + str(dist.get_rank()) + '.pt')",
+            "$medsegzoo.engines.distributed.destroy_distributed()",
+        ],
+    }))
     common = {"bundle_root": out, "dataset_dir": dataset_dir, "datalist": datalist}
     _torchrun("training", ["train.json", "multi_gpu_train.json", "smoke.json", str(dump)], common, tmp_path)
     ranks = [torch.load(out / "eval" / f"rank{r}.pt", map_location="cpu", weights_only=True) for r in (0, 1)]
+    norms = [float(torch.load(out / "eval" / f"norm{r}.pt", weights_only=True)) for r in (0, 1)]
+    assert norms[0] == norms[1] > CLIP_NORM  # clipped the same all-reduced gradients on both ranks
     assert ranks[0].keys() == ranks[1].keys()
     for key in ranks[0]:
         torch.testing.assert_close(ranks[0][key], ranks[1][key], rtol=0, atol=0, msg=key)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from bundle_utils import bundle_dir, run_command
+from bundle_utils import bundle_dir, monai_bundle
 
 from medsegzoo.zoo.export import (
     export_onnx,
@@ -93,10 +92,11 @@ def test_ckpt_export_cli(tmp_path: Path) -> None:
     root, patch = _bundle_copy(name, tmp_path)
     ckpt = _checkpoint(root)
     configs = "[" + ",".join(f"'{root / 'configs' / n}'" for n in INFER) + "]"
-    run_command([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def",
+    # the command line, parsed by MONAI's fire entry point in this process (bundle_utils.monai_bundle)
+    monai_bundle("ckpt_export", "network_def",
                  "--filepath", tmp_path / "tct.ts", "--ckpt_file", ckpt, "--meta_file", root / "configs" / "metadata.json",
                  "--config_file", configs, "--key_in_ckpt", "model", "--use_trace", "True",
-                 "--input_shape", json.dumps([1, 1, *patch]), "--bundle_root", root])
+                 "--input_shape", json.dumps([1, 1, *patch]), "--bundle_root", root)
     scripted = torch.jit.load(str(tmp_path / "tct.ts"))
     image = torch.rand(1, 1, *patch)
     with torch.no_grad():
