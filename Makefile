@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
+# test processes (pytest-xdist; each gets cores/workers threads, tests/conftest.py); 0: one process
+PYTEST_WORKERS ?= 2
 
 .PHONY: install demo test lint bundles zoo bench experiments clean
 
@@ -22,7 +24,7 @@ demo: $(STAMP)
 
 # pytest exits 5 when it collects nothing: that is a broken test tree, not a pass.
 test: $(STAMP)
-	@HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q --durations=20 $(PYTEST_ARGS); rc=$$?; \
+	@HF_HUB_OFFLINE=1 MPLBACKEND=Agg $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --durations=20 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
 lint: $(STAMP)

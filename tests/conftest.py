@@ -12,6 +12,7 @@ files, because each is read by that one file only.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,19 @@ from bundle_utils import make_mixed_phantom_datalist, make_phantom_datalist
 from trained_models import train_small_unet
 
 PhantomSetFactory = Callable[..., tuple[Path, Path]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker gets its share of the cores (torch and child processes).
+
+    Two workers with one thread each keep both cores busy through the Python-bound parts of the
+    tests, where one process with two threads leaves one idle.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the real CLI runs
 
 
 def _key(value: Any) -> Any:
