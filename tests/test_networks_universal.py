@@ -263,3 +263,17 @@ def test_unknown_network_switches_are_refused() -> None:
         UniversalModel(torch.randn(2, 4), backbone="swinunetr", feature_size=12, swin_patch_merging="v2")
     with pytest.raises(MedSegZooError, match="unet_norm"):
         UniversalModel(torch.randn(2, 4), backbone="swinunetr", feature_size=12, unet_norm="group")
+
+
+def test_unet_backbone_scripts_and_matches_eager() -> None:
+    """The U-Net backbone compiles with TorchScript (the whole universal model does not yet: its README says so)."""
+    from medsegzoo.networks.universal import UNet3DBackbone
+
+    torch.manual_seed(0)
+    net = UNet3DBackbone(1, 4, 3, "instance").eval()
+    x = torch.rand(1, 1, 16, 16, 16)
+    scripted = torch.jit.script(net)
+    with torch.no_grad():
+        for eager, compiled in zip(net(x), scripted(x), strict=True):
+            assert eager.shape == compiled.shape
+            assert torch.allclose(eager, compiled, atol=1e-6)

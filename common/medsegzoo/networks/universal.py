@@ -265,8 +265,9 @@ class UNet3DBackbone(nn.Module):
             x = block(x)
             skips.append(x)
         bottleneck = x
-        for up, dec, skip in zip(self.up, self.dec, reversed(skips[:-1]), strict=True):
-            x = dec(torch.cat([up(x), skip], dim=1))
+        # indexed from the end rather than ``reversed(...)``, which TorchScript cannot compile
+        for i, (up, dec) in enumerate(zip(self.up, self.dec)):
+            x = dec(torch.cat([up(x), skips[len(skips) - 2 - i]], dim=1))
         return bottleneck, x
 
 
