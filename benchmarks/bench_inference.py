@@ -10,9 +10,11 @@ parses them, the evaluator's ``run`` timed: weights loading, image loading, prep
 sliding windows, post-processing, writing):
 
 * **stock**: the same config with MONAI's ``SlidingWindowInferer`` (same windows, overlap,
-  blending, ``sw_batch_size``; STU-Net keeps its mirroring) and ``amp`` false (float32);
+  blending, ``sw_batch_size``; STU-Net keeps its mirroring), ``amp`` false (float32), and
+  MONAI's ``Invertd`` + ``AsDiscreted(argmax=True)`` in place of our ``InvertArgmaxd``;
 * **ours**: the config as shipped (bf16 autocast on the CPU, windows outside the body
-  skipped, channels-last windows where the bundle sets it).
+  skipped, channels-last windows where the bundle sets it, probabilities inverted and
+  argmaxed a slice at a time).
 
 It prints per bundle the wall and CPU seconds of both, the speed-up (stock / ours, wall), the
 windows computed and skipped, and the Dice of our label map against the stock fp32 label
@@ -63,6 +65,7 @@ from medsegzoo.recipes import CPU_RECIPES, CpuRecipe, get_recipe, prepare_recipe
 
 CASE_ID = "bench_case"
 FAST_INFERER = "medsegzoo.inference.sliding_window.BodySlidingWindowInferer"
+FAST_INVERT = "InvertArgmaxd"
 STOCK_KEYS = ("roi_size", "sw_batch_size", "overlap", "mode", "sigma_scale", "padding_mode", "cval")
 # the keys of each recipe's schedule that --schedule scales
 SCHEDULE_KEYS = ("max_epochs", "num_iterations")
@@ -118,6 +121,23 @@ def train_recipe(recipe: CpuRecipe, work: Path, schedule: float, bundles_dir: Pa
     return {"bundle_root": str(root), **extra}
 
 
+def stock_postprocessing(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The config's post-processing with MONAI's ``Invertd`` + ``AsDiscreted`` in place of our ``InvertArgmaxd``."""
+    post = config.get("postprocessing")
+    if not isinstance(post, dict) or not any(isinstance(t, dict) and str(t.get("_target_")).endswith(FAST_INVERT)
+                                             for t in post.get("transforms", [])):
+        return None
+    transforms = []
+    for t in post["transforms"]:
+        if isinstance(t, dict) and str(t.get("_target_")).endswith(FAST_INVERT):
+            transforms += [{"_target_": "Invertd", "keys": t["keys"], "transform": t["transform"],
+                            "orig_keys": t.get("orig_keys", "image"), "nearest_interp": False, "to_tensor": True},
+                           {"_target_": "AsDiscreted", "keys": t["keys"], "argmax": True}]
+        else:
+            transforms.append(t)
+    return {**post, "transforms": transforms}
+
+
 def stock_inferer(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The config key of the fast sliding window and MONAI's plain inferer with the same settings."""
     key = next(k for k in ("sliding_window", "inferer") if isinstance(config.get(k), dict)
@@ -160,8 +180,10 @@ def run_pipeline(recipe: CpuRecipe, overrides: dict[str, Any], out: Path, stock:
     configs = ["inference.json", *recipe.presets, "cpu.json"]
     run = BundleRun(recipe.bundle_dir(bundles_dir), configs, {**overrides, "output_dir": str(out)})
     if stock:
-        key, inferer = stock_inferer(parse_bundle(run).config)
-        run = run.with_overrides(amp=False, **{key: inferer})
+        config = parse_bundle(run).config
+        key, inferer = stock_inferer(config)
+        post = stock_postprocessing(config)
+        run = run.with_overrides(amp=False, **{key: inferer}, **({"postprocessing": post} if post else {}))
     parser = parse_bundle(run)
     parser.get_parsed_content("initialize")
     evaluator = parser.get_parsed_content("evaluator")
@@ -210,6 +232,20 @@ def parse_checkpoints(items: list[str]) -> dict[str, Path]:
     return found
 
 
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """``KEY=JSON`` pairs (a value that is not JSON is taken as a string)."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set {item!r}: use KEY=JSON (e.g. sw_crop_to_body=false)")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundles", nargs="*", default=list(CPU_RECIPES), help="bundle names or prefixes")
@@ -221,7 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7, help="phantom patient")
     parser.add_argument("--work-dir", default=None, help="keep phantoms, runs and predictions here")
     parser.add_argument("--bundles-dir", default=None, help="bundles folder (default: the repository's bundles/)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="an override of our path only, to take one of its parts out (e.g. sw_crop_to_body=false, "
+                             "amp=false); repeatable")
     args = parser.parse_args(argv)
+    ours_overrides = parse_settings(args.set)
     bundles_dir = Path(args.bundles_dir) if args.bundles_dir else None
 
     checkpoints = parse_checkpoints(args.checkpoint)
@@ -241,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset_dir, datalist = write_case(recipe, work, tuple(args.shape), tuple(args.spacing), args.seed)
         overrides = {**dict(recipe.overrides), **dict(recipe.eval_overrides), **weights,
                      "dataset_dir": str(dataset_dir), "datalist": str(datalist), "num_workers": 0}
-        ours = run_pipeline(recipe, overrides, folder / "ours", stock=False, bundles_dir=bundles_dir)
+        ours = run_pipeline(recipe, {**overrides, **ours_overrides}, folder / "ours", stock=False, bundles_dir=bundles_dir)
         print(f"  {recipe.bundle}: ours {ours['wall']:.1f} s", flush=True)
         stock = run_pipeline(recipe, overrides, folder / "stock", stock=True, bundles_dir=bundles_dir)
         scores = agreement(prediction_path(folder / "ours", CASE_ID), prediction_path(folder / "stock", CASE_ID))

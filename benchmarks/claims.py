@@ -33,6 +33,31 @@ CURVE = re.compile(r"Epoch\[(\d+)\] Metrics -- val_mean_dice: ([0-9.]+)")
 ENV = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
 
 
+def recipe_settings(recipe: CpuRecipe, bundles_dir: Path | None = None) -> dict[str, Any]:
+    """The CPU recipe's shipped settings (its presets and ``cpu.json`` merged, later files winning)."""
+    settings: dict[str, Any] = {}
+    for name in recipe.train_configs[1:]:
+        path = Path(name) if Path(name).is_absolute() else recipe.bundle_dir(bundles_dir) / name
+        if not path.is_file():
+            path = recipe.bundle_dir(bundles_dir) / "configs" / name
+        settings.update(json.loads(path.read_text()))
+    return settings
+
+
+def describe_recipe(recipe: CpuRecipe, bundles_dir: Path | None = None) -> str:
+    """One line for the claim's setting, read from the shipped ``cpu.json`` (so it cannot go stale)."""
+    s = recipe_settings(recipe, bundles_dir)
+    if "num_iterations" in s:
+        schedule = f"{s['num_iterations']} iterations"
+    else:
+        schedule = f"{s['max_epochs']} x {s['iterations_per_epoch']} iterations"
+    parts = [f"{s['spacing'][0]:g} mm", "patch " + "x".join(str(v) for v in s["patch_size"]),
+             "bf16" if s.get("amp") else "float32", schedule]
+    if "unet_base_channels" in s:
+        parts.insert(0, f"U-Net backbone {s['unet_base_channels']}")
+    return "CPU recipe (" + " + ".join(f"`{c}`" for c in recipe.train_configs[1:]) + ": " + ", ".join(parts) + ")"
+
+
 @dataclasses.dataclass(frozen=True)
 class Arm:
     """One configuration under comparison.
@@ -79,7 +104,7 @@ def run_experiment(
     seeds: Sequence[int],
     make_data: Callable[[int, Path], dict[str, tuple[Path, Path]]],
     out: Path,
-    iterations_per_epoch: int,
+    iterations_per_epoch: int | None = None,
     bundles_dir: Path | None = None,
     after_run: Callable[[Arm, int, Path, dict[str, tuple[Path, Path]]], dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
@@ -92,10 +117,12 @@ def run_experiment(
         seeds: training and data seeds.
         make_data: ``(seed, folder) -> {data key: (dataset_dir, datalist)}``.
         out: output folder.
-        iterations_per_epoch: to put the learning curves on an iteration axis.
+        iterations_per_epoch: to put the learning curves on an iteration axis (default: the recipe's).
         bundles_dir: bundles folder (default: the repository's).
         after_run: optional extra measurements of a trained run, added to its rows.
     """
+    if iterations_per_epoch is None:
+        iterations_per_epoch = int(recipe_settings(recipe, bundles_dir)["iterations_per_epoch"])
     out.mkdir(parents=True, exist_ok=True)
     rows, cases = [], []
     curves: dict[str, list[list[tuple[int, float]]]] = {}

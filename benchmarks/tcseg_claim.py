@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from claims import Arm, TestSet, run_experiment, write_claim
+from claims import Arm, TestSet, describe_recipe, run_experiment, write_claim
 
 from medsegzoo.data.phantom_sets import make_phantom_set
 from medsegzoo.recipes import get_recipe
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = pd.read_csv(args.out / "runs.csv")
     else:
-        runs = run_experiment(recipe, ARMS, TESTS, args.seeds, make_data, args.out.resolve(), iterations_per_epoch=50,
+        runs = run_experiment(recipe, ARMS, TESTS, args.seeds, make_data, args.out.resolve(),
                               bundles_dir=args.bundles_dir)
-    setting = (f"Seeds {args.seeds}; CPU recipe (`presets/la.json` + `cpu.json`: 1.5 mm, patch 48^3, bf16, 800 iterations); "
+    setting = (f"Seeds {args.seeds}; {describe_recipe(recipe, args.bundles_dir)}; "
                f"{CASES} LA-like phantoms of {SIZE} mm (30 training, 2 validation, 8 test); last weights scored. "
                f"Wall time {time.perf_counter() - start:.0f} s.")
     print(write_claim(args.out, "TCSeg vs supervised-only on LA-like phantoms", setting, runs, PAPER,

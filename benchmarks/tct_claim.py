@@ -11,7 +11,7 @@ MSD-Spleen-like phantoms of sites 1, 2, 3 and 0 (6 patients each: 4 train / 1 va
 1 test), mixed with ``medsegzoo datalist --combine``'s function; the unseen set is a fully
 labeled BTCV-like set of site 4 (6 patients). The supervised upper bound trains on the same
 patients with all five organs labeled (BTCV layout, same seeds and sites). Every run is the
-bundle's CPU recipe (``train.json`` + ``cpu.json``, bf16, 480 iterations) with only the
+bundle's CPU recipe (``train.json`` + ``cpu.json`` as shipped, bf16) with only the
 method switched. Run::
 
     .venv/bin/python benchmarks/tct_claim.py --seeds 0 1 2 --out benchmarks/output/tct_claim
@@ -24,9 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-from claims import Arm, TestSet, run_experiment, write_claim
+from claims import Arm, TestSet, describe_recipe, run_experiment, write_claim
 
 from medsegzoo.data.combine import combine_datalists
+from medsegzoo.data.datalist import SPLIT_KEYS, load_datalist, save_datalist
 from medsegzoo.data.phantom_sets import make_phantom_set
 from medsegzoo.recipes import get_recipe
 
@@ -50,8 +51,15 @@ def make_data(seed: int, root: Path, cases: int = 6) -> dict[str, tuple[Path, Pa
         patient_seed = 100 * seed + i
         partial.append(make_phantom_set(root / "partial" / layout, layout, cases, size=SIZE, site=site,
                                         seed=patient_seed, split="0.67/0.17/0.16"))
-        full.append(make_phantom_set(root / "full" / f"btcv_site{site}", "btcv", cases, size=SIZE, site=site,
-                                     seed=patient_seed, split="0.67/0.17/0.16"))
+        full_set = make_phantom_set(root / "full" / f"btcv_site{site}", "btcv", cases, size=SIZE, site=site,
+                                    seed=patient_seed, split="0.67/0.17/0.16")
+        full.append(full_set)
+        # the four fully labeled sets share the BTCV layout and so its case ids: name them by site
+        data = load_datalist(full_set[1])
+        for entries in (data.get(key, []) for key in SPLIT_KEYS):
+            for entry in entries:
+                entry["case_id"] = f"site{site}_{entry['case_id']}"
+        save_datalist(data, full_set[1])
     mixes = {}
     for name, parts in (("partial", partial), ("full", full)):
         path = combine_datalists([(dl, ds) for ds, dl in parts], root / name / "datalist.json", root / name,
@@ -86,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = pd.read_csv(args.out / "runs.csv")
     else:
-        runs = run_experiment(recipe, ARMS, TESTS, args.seeds, make_data, args.out.resolve(), iterations_per_epoch=20,
+        runs = run_experiment(recipe, ARMS, TESTS, args.seeds, make_data, args.out.resolve(),
                               bundles_dir=args.bundles_dir)
-    setting = (f"Seeds {args.seeds}; CPU recipe (`cpu.json`: 2 mm, patch 64^3, bf16, 24 x 20 iterations); phantoms of "
+    setting = (f"Seeds {args.seeds}; {describe_recipe(recipe, args.bundles_dir)}; phantoms of "
                f"{SIZE} mm; partially labeled sets {PARTIAL_SETS} (layout, site), 6 patients each; unseen BTCV-like site "
                f"{UNSEEN_SITE}. Wall time {time.perf_counter() - start:.0f} s.")
     text = write_claim(args.out, "TCT vs TAL vs ME on partially labeled phantoms", setting, runs, PAPER,

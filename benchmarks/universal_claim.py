@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from claims import ENV, Arm, TestSet, run_experiment, write_claim
+from claims import ENV, Arm, TestSet, describe_recipe, run_experiment, write_claim
 
 from medsegzoo.bundle_runs import BundleRun, parse_bundle, run_in_subprocess
 from medsegzoo.data.combine import combine_datalists
@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = pd.read_csv(args.out / "runs.csv")
     else:
-        runs = run_experiment(recipe, ARMS, TESTS, args.seeds, make_data, args.out.resolve(), iterations_per_epoch=20,
+        runs = run_experiment(recipe, ARMS, TESTS, args.seeds, make_data, args.out.resolve(),
                               bundles_dir=args.bundles_dir, after_run=extension)
     extra = [c for c in runs.columns if c.endswith(("sensitivity", "specificity")) or c.startswith("extension")]
-    setting = (f"Seeds {args.seeds}; CPU recipe (`cpu.json`: U-Net backbone 16, 2 mm, patch 48^3, bf16, 25 x 20 iterations); "
+    setting = (f"Seeds {args.seeds}; {describe_recipe(recipe, args.bundles_dir)}; "
                f"phantoms of {SIZE} mm; sets {SETS} (layout, site, tumor probability), 8 patients each. "
                f"Wall time {time.perf_counter() - start:.0f} s.")
     print(write_claim(args.out, "Universal model: text embeddings vs one-hot, and class extension", setting, runs, PAPER,

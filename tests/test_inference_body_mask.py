@@ -82,3 +82,17 @@ def test_everything_and_bad_shapes() -> None:
         compute_body_mask(torch.zeros(2, 3, 4, 5, 6))
     with pytest.raises(MedSegZooError, match="cell must be a positive size"):
         compute_body_mask(torch.zeros(1, 8, 8, 8), cell=0)
+
+
+def test_bounding_box_holds_the_mask_in_whole_cells() -> None:
+    image, body, _ = torso()
+    mask = compute_body_mask(image, cell=4, margin=0)
+    box = mask.bounding_box()
+    xs, ys = np.nonzero(body.any(axis=2))
+    # the ellipse spans x 10..54 and y 14..42; the box rounds out to whole 4-voxel cells
+    assert box[0].start <= xs.min() and box[0].stop > xs.max() and box[0].start % 4 == 0
+    assert box[1].start <= ys.min() and box[1].stop > ys.max() and box[1].start % 4 == 0
+    assert (box[0].start, box[0].stop, box[1].start, box[1].stop) == (8, 56, 12, 44)
+    assert (box[2].start, box[2].stop) == (0, 40)  # the body runs through every slice
+    assert BodyMask(np.zeros((2, 2, 2), dtype=bool), (4, 4, 4), (8, 8, 8)).bounding_box() is None
+    assert BodyMask.everything((10, 9, 7), cell=4).bounding_box() == (slice(0, 10), slice(0, 9), slice(0, 7))

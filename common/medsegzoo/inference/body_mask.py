@@ -81,6 +81,17 @@ class BodyMask:
             index.append(slice(start // cell, -(-stop // cell)))
         return bool(self.cells[tuple(index)].any())
 
+    def bounding_box(self) -> tuple[slice, ...] | None:
+        """The smallest box of whole cells holding the mask, in image voxels (None when it is empty)."""
+        if not self.cells.any():
+            return None
+        box = []
+        for axis, (size, cell) in enumerate(zip(self.shape, self.cell, strict=True)):
+            other = tuple(a for a in range(self.cells.ndim) if a != axis)
+            hits = np.flatnonzero(self.cells.any(axis=other))
+            box.append(slice(int(hits[0]) * cell, min(int(hits[-1] + 1) * cell, size)))
+        return tuple(box)
+
     def dense(self) -> np.ndarray:
         """The mask at the image's resolution (each cell repeated over its voxels)."""
         full = self.cells

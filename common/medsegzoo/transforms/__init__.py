@@ -6,6 +6,8 @@
   :class:`ValidateLabels` / :class:`ValidateLabelsd`
 * partial labels: :class:`LabeledClassesMask` / :class:`LabeledClassesMaskd`;
   :class:`ForegroundUnion` / :class:`ForegroundUniond` (patch sampling on a multi-hot label)
+* back to the image grid: :class:`InvertArgmaxd` (``Invertd`` of class probabilities and their
+  argmax in one pass, a slice at a time; the same label map, several times faster)
 * nnU-Net's pipeline where MONAI has no equivalent: resampling to the planned spacing
   (:class:`ResampleToSpacing` / :class:`ResampleToSpacingd`), patch crops with forced foreground
   (:class:`RandPatchCrop` / :class:`RandPatchCropd`) and the per-batch-slot oversampling that
@@ -17,6 +19,7 @@
 from __future__ import annotations
 
 from medsegzoo.transforms.intensity import INTENSITY_PRESETS, intensity_preset
+from medsegzoo.transforms.inverse_argmax import InvertArgmaxd, first_argmax, resampled_argmax
 from medsegzoo.transforms.labels import (
     ConvertLabels,
     ConvertLabelsd,
@@ -45,6 +48,7 @@ from medsegzoo.transforms.rotate_scale import (
 
 __all__ = [
     "INTENSITY_PRESETS",
+    "InvertArgmaxd",
     "ConvertLabels",
     "ConvertLabelsd",
     "ForegroundOversamplingBatchSampler",
@@ -63,6 +67,8 @@ __all__ = [
     "ValidateLabelsd",
     "forces_foreground",
     "initial_patch_size",
+    "first_argmax",
     "intensity_preset",
     "nnunet_spatial_augmentation",
+    "resampled_argmax",
 ]
