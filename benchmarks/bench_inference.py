@@ -17,8 +17,14 @@ sliding windows, post-processing, writing):
   argmaxed a slice at a time).
 
 It prints per bundle the wall and CPU seconds of both, the speed-up (stock / ours, wall), the
-windows computed and skipped, and the Dice of our label map against the stock fp32 label
-map for every class either predicts (the minimum over classes is the agreement). The last
+windows computed and skipped, and the Dice of our label maps against the stock fp32 label
+maps for every class either predicts (the minimum over classes is the agreement). The
+agreement is measured where the model segments: on the held-out test phantoms of the recipe's
+own phantom set (both paths run on them, Dice pooled over the cases). The large case is out of
+the CPU recipes' training distribution (their phantoms have a 160 mm field of view, so every
+organ here is 2.5 times larger and, with the z stretch, longer still): their label maps on it
+are not anatomy, and a few boundary changes move whole blobs, so its Dice is printed too but
+says little about the fast path. The last
 line reads ``inference speedup min X.XX, agreement min Y.YYYY``. Goal: >= 3x per bundle with
 agreement >= 0.99 per class.
 
@@ -204,17 +210,32 @@ def run_pipeline(recipe: CpuRecipe, overrides: dict[str, Any], out: Path, stock:
     return {"wall": wall, "cpu": cpu, "windows": windows, "stages": dict(stages.seconds)}
 
 
-def agreement(ours: Path, stock: Path) -> dict[int, float]:
-    """Dice of our label map against the stock one for every label value either holds (0 excluded)."""
-    a = np.asarray(nib.load(str(ours)).dataobj)
-    b = np.asarray(nib.load(str(stock)).dataobj)
-    if a.shape != b.shape:
-        raise SystemExit(f"{ours} and {stock} differ in shape: {a.shape} / {b.shape}")
-    scores = {}
-    for value in sorted((set(np.unique(a)) | set(np.unique(b))) - {0}):
-        x, y = a == value, b == value
-        scores[int(value)] = 2.0 * float(np.logical_and(x, y).sum()) / float(x.sum() + y.sum())
-    return scores
+def agreement(pairs: list[tuple[Path, Path]]) -> dict[int, float]:
+    """Dice of our label maps against the stock ones, pooled over cases, for every label value either holds (0 excluded)."""
+    overlap: dict[int, float] = {}
+    sizes: dict[int, float] = {}
+    for ours, stock in pairs:
+        a = np.asarray(nib.load(str(ours)).dataobj)
+        b = np.asarray(nib.load(str(stock)).dataobj)
+        if a.shape != b.shape:
+            raise SystemExit(f"{ours} and {stock} differ in shape: {a.shape} / {b.shape}")
+        for value in (set(np.unique(a)) | set(np.unique(b))) - {0}:
+            x, y = a == value, b == value
+            overlap[int(value)] = overlap.get(int(value), 0.0) + float(np.logical_and(x, y).sum())
+            sizes[int(value)] = sizes.get(int(value), 0.0) + float(x.sum() + y.sum())
+    return {value: 2.0 * overlap[value] / sizes[value] for value in sorted(sizes)}
+
+
+def held_out_agreement(recipe: CpuRecipe, overrides: dict[str, Any], folder: Path, work: Path,
+                       bundles_dir: Path | None) -> dict[int, float]:
+    """Agreement on the recipe's own held-out phantoms, where the trained model segments (see the docstring)."""
+    dataset_dir, datalist = prepare_recipe_data(recipe, work / "recipe_phantoms" / recipe.bundle)
+    settings = {**overrides, "dataset_dir": str(dataset_dir), "datalist": str(datalist), "infer_split": "test"}
+    for name, stock in (("ours", False), ("stock", True)):
+        run_pipeline(recipe, settings, folder / f"held_out_{name}", stock=stock, bundles_dir=bundles_dir)
+    cases = [entry["case_id"] for entry in json.loads(datalist.read_text())["test"]]
+    return agreement([(prediction_path(folder / "held_out_ours", c), prediction_path(folder / "held_out_stock", c))
+                      for c in cases])
 
 
 def parse_checkpoints(items: list[str]) -> dict[str, Path]:
@@ -279,23 +300,28 @@ def main(argv: list[str] | None = None) -> int:
         else:
             weights = train_recipe(recipe, folder / "train", args.schedule, bundles_dir)
         dataset_dir, datalist = write_case(recipe, work, tuple(args.shape), tuple(args.spacing), args.seed)
+        # read the case once so that neither path pays for the first read from disk (ours runs first)
+        (dataset_dir / f"{CASE_ID}.nii.gz").read_bytes()
         overrides = {**dict(recipe.overrides), **dict(recipe.eval_overrides), **weights,
                      "dataset_dir": str(dataset_dir), "datalist": str(datalist), "num_workers": 0}
         ours = run_pipeline(recipe, {**overrides, **ours_overrides}, folder / "ours", stock=False, bundles_dir=bundles_dir)
         print(f"  {recipe.bundle}: ours {ours['wall']:.1f} s", flush=True)
         stock = run_pipeline(recipe, overrides, folder / "stock", stock=True, bundles_dir=bundles_dir)
-        scores = agreement(prediction_path(folder / "ours", CASE_ID), prediction_path(folder / "stock", CASE_ID))
+        big = agreement([(prediction_path(folder / "ours", CASE_ID), prediction_path(folder / "stock", CASE_ID))])
+        scores = held_out_agreement(recipe, {**overrides, **ours_overrides}, folder, work, bundles_dir)
         row = {"bundle": recipe.bundle, "stock": stock, "ours": ours, "speedup": stock["wall"] / ours["wall"],
-               "dsc": scores, "agreement": min(scores.values()) if scores else float("nan")}
+               "dsc": scores, "agreement": min(scores.values()) if scores else float("nan"), "big_case_dsc": big}
         rows.append(row)
         windows = ours["windows"]
         print(f"{recipe.bundle}: stock {stock['wall']:.1f} s (cpu {stock['cpu']:.1f} s), ours {ours['wall']:.1f} s "
               f"(cpu {ours['cpu']:.1f} s), speed-up {row['speedup']:.2f}x; {windows.describe() if windows else ''}\n"
               f"  stock: {StageClock.describe(stock['stages'])}; ours: {StageClock.describe(ours['stages'])}\n"
-              f"  DSC vs stock per class {', '.join(f'{k}: {v:.4f}' for k, v in scores.items())}", flush=True)
+              f"  DSC vs stock per class, held-out recipe phantoms {', '.join(f'{k}: {v:.4f}' for k, v in scores.items())}\n"
+              f"  DSC vs stock per class, this case (out of the model's training distribution) "
+              f"{', '.join(f'{k}: {v:.4f}' for k, v in big.items())}", flush=True)
 
     print("\n| bundle | stock fp32 (s) | ours (s) | speed-up | stock CPU s / ours CPU s | windows skipped | "
-          "min DSC vs stock (classes) |")
+          "min DSC vs stock, held-out phantoms (classes) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         w = r["ours"]["windows"]
