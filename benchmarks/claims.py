@@ -129,7 +129,7 @@ def run_experiment(
     for seed in seeds:
         data = make_data(seed, out / f"seed{seed}" / "data")
         for arm in arms:
-            root = out / f"seed{seed}" / arm.name
+            root = out / f"seed{seed}" / arm.name.replace("/", "-")  # "w/o" would nest folders
             dataset_dir, datalist = data[arm.train_data]
             extra = arm.prepare(recipe.bundle_dir(bundles_dir), root) if arm.prepare else {}
             start = time.perf_counter()
