@@ -13,6 +13,8 @@ _EXPORTS: dict[str, str] = {
     "DualDecoderVNet": "medsegzoo.networks.vnet_dual",
     "dual_vnet_parameter_count": "medsegzoo.networks.vnet_dual",
     "TCTUNet": "medsegzoo.networks.tct_unet",
+    "TrilinearUpsample2x": "medsegzoo.networks.upsample",
+    "trilinear_resize": "medsegzoo.networks.upsample",
     "tct_unet_parameter_count": "medsegzoo.networks.tct_unet",
     "UniversalModel": "medsegzoo.networks.universal",
     "build_text_encoder": "medsegzoo.networks.text_encoders",

@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from medsegzoo.errors import MedSegZooError
+from medsegzoo.networks.upsample import trilinear_resize
 
 __all__ = ["TCT_FEATURES", "TCTUNet", "tct_unet_parameter_count"]
 
@@ -50,7 +51,7 @@ def _double_conv(in_ch: int, mid_ch: int, out_ch: int, norm: str | tuple | None,
 
 def _upsample_and_concat(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """``x`` interpolated to the skip's exact size (odd patch sizes also work), then ``[x, skip]``."""
-    x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
+    x = trilinear_resize(x, skip.shape[2:])
     return torch.cat([x, skip], dim=1)
 
 
