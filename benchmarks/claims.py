@@ -15,6 +15,7 @@ test sets, and writes into its output folder:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import re
@@ -28,6 +29,7 @@ import pandas as pd
 
 from medsegzoo.bundle_runs import run_in_subprocess
 from medsegzoo.recipes import CpuRecipe
+from medsegzoo.utils.atomic import atomic_write_text
 
 CURVE = re.compile(r"Epoch\[(\d+)\] Metrics -- val_mean_dice: ([0-9.]+)")
 ENV = {"HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
@@ -44,9 +46,14 @@ def recipe_settings(recipe: CpuRecipe, bundles_dir: Path | None = None) -> dict[
     return settings
 
 
-def describe_recipe(recipe: CpuRecipe, bundles_dir: Path | None = None) -> str:
-    """One line for the claim's setting, read from the shipped ``cpu.json`` (so it cannot go stale)."""
-    s = recipe_settings(recipe, bundles_dir)
+def describe_recipe(recipe: CpuRecipe, bundles_dir: Path | None = None,
+                    overrides: Mapping[str, Any] | None = None) -> str:
+    """One line for the claim's setting, read from the shipped ``cpu.json`` (so it cannot go stale).
+
+    ``overrides`` are the experiment's changes to the recipe (e.g. a longer schedule); they are
+    applied to the shipped settings and named in the line.
+    """
+    s = {**recipe_settings(recipe, bundles_dir), **dict(overrides or {})}
     if "num_iterations" in s:
         schedule = f"{s['num_iterations']} iterations"
     else:
@@ -55,7 +62,25 @@ def describe_recipe(recipe: CpuRecipe, bundles_dir: Path | None = None) -> str:
              "bf16" if s.get("amp") else "float32", schedule]
     if "unet_base_channels" in s:
         parts.insert(0, f"U-Net backbone {s['unet_base_channels']}")
-    return "CPU recipe (" + " + ".join(f"`{c}`" for c in recipe.train_configs[1:]) + ": " + ", ".join(parts) + ")"
+    line = "CPU recipe (" + " + ".join(f"`{c}`" for c in recipe.train_configs[1:]) + ": " + ", ".join(parts) + ")"
+    if overrides:
+        line += " with " + ", ".join(f"`{k}={json.dumps(v)}`" for k, v in overrides.items()) + " for every arm"
+    return line
+
+
+def parse_claim_args(argv: list[str] | None, description: str, default_out: str) -> argparse.Namespace:
+    """The command line every claim script shares."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path(default_out))
+    parser.add_argument("--bundles-dir", type=Path, default=None)
+    parser.add_argument("--max-epochs", type=int, default=None,
+                        help="train every arm this many epochs instead of the recipe's (runs that had not "
+                             "converged at the recipe's schedule)")
+    parser.add_argument("--report-only", action="store_true", help="rebuild claim.md from an earlier runs.csv")
+    args = parser.parse_args(argv)
+    args.overrides = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+    return args
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +132,12 @@ def run_experiment(
     iterations_per_epoch: int | None = None,
     bundles_dir: Path | None = None,
     after_run: Callable[[Arm, int, Path, dict[str, tuple[Path, Path]]], dict[str, Any]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Train and score every arm for every seed; returns the runs table (also written as CSV).
+
+    An interrupted experiment resumes: a run whose training finished (``trained.json`` in its
+    folder) is not trained again, and a test set already scored is not scored again.
 
     Args:
         recipe: the bundle's CPU recipe (configs and fixed settings).
@@ -120,6 +149,7 @@ def run_experiment(
         iterations_per_epoch: to put the learning curves on an iteration axis (default: the recipe's).
         bundles_dir: bundles folder (default: the repository's).
         after_run: optional extra measurements of a trained run, added to its rows.
+        overrides: training overrides for every arm (under the arm's own), e.g. a longer schedule.
     """
     if iterations_per_epoch is None:
         iterations_per_epoch = int(recipe_settings(recipe, bundles_dir)["iterations_per_epoch"])
@@ -132,20 +162,27 @@ def run_experiment(
             root = out / f"seed{seed}" / arm.name.replace("/", "-")  # "w/o" would nest folders
             dataset_dir, datalist = data[arm.train_data]
             extra = arm.prepare(recipe.bundle_dir(bundles_dir), root) if arm.prepare else {}
-            start = time.perf_counter()
-            run_in_subprocess(recipe.training(root, dataset_dir, datalist, bundles_dir, seed=seed, **extra,
-                                              **dict(arm.overrides)), log=root / "train.log", env=ENV)
-            seconds = time.perf_counter() - start
+            settings = {**dict(overrides or {}), **dict(arm.overrides)}
+            done = root / "trained.json"
+            if done.is_file():
+                seconds = json.loads(done.read_text())["train_seconds"]
+            else:
+                start = time.perf_counter()
+                run_in_subprocess(recipe.training(root, dataset_dir, datalist, bundles_dir, seed=seed, **extra,
+                                                  **settings), log=root / "train.log", env=ENV)
+                seconds = time.perf_counter() - start
+                atomic_write_text(done, json.dumps({"train_seconds": seconds, "overrides": settings}))
             curves.setdefault(arm.name, []).append(curve_of(root / "train.log", iterations_per_epoch))
             extra_row = after_run(arm, seed, root, data) if after_run else {}
             for test in test_sets:
                 test_dir, test_list = data[test.data]
                 pred = root / f"eval_{test.name}"
-                run_in_subprocess(
-                    recipe.evaluating(root, test_dir, test_list, bundles_dir, **extra, **dict(arm.overrides),
-                                      **dict(arm.eval_overrides), infer_split=test.split, output_dir=pred),
-                    log=root / f"evaluate_{test.name}.log", env=ENV,
-                )
+                if not all((pred / "report" / name).is_file() for name in ("per_case.csv", "summary.json")):
+                    run_in_subprocess(
+                        recipe.evaluating(root, test_dir, test_list, bundles_dir, **extra, **settings,
+                                          **dict(arm.eval_overrides), infer_split=test.split, output_dir=pred),
+                        log=root / f"evaluate_{test.name}.log", env=ENV,
+                    )
                 table = pd.read_csv(pred / "report" / "per_case.csv")
                 table = table.assign(arm=arm.name, seed=seed, test_set=test.name)
                 cases.append(table)

@@ -16,12 +16,11 @@ validation scans only draw the learning curve). Run::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from claims import Arm, TestSet, describe_recipe, run_experiment, write_claim
+from claims import Arm, TestSet, describe_recipe, parse_claim_args, run_experiment, write_claim
 
 from medsegzoo.data.phantom_sets import make_phantom_set
 from medsegzoo.recipes import get_recipe
@@ -54,12 +53,7 @@ TESTS = (TestSet("held-out patients", "la", "test"),)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/output/tcseg_claim"))
-    parser.add_argument("--bundles-dir", type=Path, default=None)
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args(argv)
+    args = parse_claim_args(argv, __doc__.splitlines()[0], "benchmarks/output/tcseg_claim")
     recipe = get_recipe("tcseg")
     # the recipe's fixed overrides train on 100 % labels; the arms set their own ratio
     recipe = type(recipe)(**{**recipe.__dict__, "overrides": {}})
@@ -70,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = pd.read_csv(args.out / "runs.csv")
     else:
         runs = run_experiment(recipe, ARMS, TESTS, args.seeds, make_data, args.out.resolve(),
-                              bundles_dir=args.bundles_dir)
-    setting = (f"Seeds {args.seeds}; {describe_recipe(recipe, args.bundles_dir)}; "
+                              bundles_dir=args.bundles_dir, overrides=args.overrides)
+    setting = (f"Seeds {args.seeds}; {describe_recipe(recipe, args.bundles_dir, args.overrides)}; "
                f"{CASES} LA-like phantoms of {SIZE} mm (30 training, 2 validation, 8 test); last weights scored. "
                f"Wall time {time.perf_counter() - start:.0f} s.")
     print(write_claim(args.out, "TCSeg vs supervised-only on LA-like phantoms", setting, runs, PAPER,

@@ -19,12 +19,11 @@ method switched. Run::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from claims import Arm, TestSet, describe_recipe, run_experiment, write_claim
+from claims import Arm, TestSet, describe_recipe, parse_claim_args, run_experiment, write_claim
 
 from medsegzoo.data.combine import combine_datalists
 from medsegzoo.data.datalist import SPLIT_KEYS, load_datalist, save_datalist
@@ -81,12 +80,7 @@ TESTS = (TestSet("training sites (partial labels)", "partial", "test"), TestSet(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/output/tct_claim"))
-    parser.add_argument("--bundles-dir", type=Path, default=None)
-    parser.add_argument("--report-only", action="store_true", help="rebuild claim.md from an earlier runs.csv")
-    args = parser.parse_args(argv)
+    args = parse_claim_args(argv, __doc__.splitlines()[0], "benchmarks/output/tct_claim")
     recipe = get_recipe("tct")
     start = time.perf_counter()
     if args.report_only:
@@ -95,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = pd.read_csv(args.out / "runs.csv")
     else:
         runs = run_experiment(recipe, ARMS, TESTS, args.seeds, make_data, args.out.resolve(),
-                              bundles_dir=args.bundles_dir)
-    setting = (f"Seeds {args.seeds}; {describe_recipe(recipe, args.bundles_dir)}; phantoms of "
+                              bundles_dir=args.bundles_dir, overrides=args.overrides)
+    setting = (f"Seeds {args.seeds}; {describe_recipe(recipe, args.bundles_dir, args.overrides)}; phantoms of "
                f"{SIZE} mm; partially labeled sets {PARTIAL_SETS} (layout, site), 6 patients each; unseen BTCV-like site "
                f"{UNSEEN_SITE}. Wall time {time.perf_counter() - start:.0f} s.")
     text = write_claim(args.out, "TCT vs TAL vs ME on partially labeled phantoms", setting, runs, PAPER,

@@ -21,14 +21,13 @@ class is scored. Run::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from claims import ENV, Arm, TestSet, describe_recipe, run_experiment, write_claim
+from claims import ENV, Arm, TestSet, describe_recipe, parse_claim_args, run_experiment, write_claim
 
 from medsegzoo.bundle_runs import BundleRun, parse_bundle, run_in_subprocess
 from medsegzoo.data.combine import combine_datalists
@@ -121,12 +120,7 @@ TESTS = (TestSet("held-out patients", "partial", "test", groups={"organs": ORGAN
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/output/universal_claim"))
-    parser.add_argument("--bundles-dir", type=Path, default=None)
-    parser.add_argument("--report-only", action="store_true")
-    args = parser.parse_args(argv)
+    args = parse_claim_args(argv, __doc__.splitlines()[0], "benchmarks/output/universal_claim")
     recipe = get_recipe("clip")
     start = time.perf_counter()
     if args.report_only:
@@ -135,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = pd.read_csv(args.out / "runs.csv")
     else:
         runs = run_experiment(recipe, ARMS, TESTS, args.seeds, make_data, args.out.resolve(),
-                              bundles_dir=args.bundles_dir, after_run=extension)
+                              bundles_dir=args.bundles_dir, overrides=args.overrides, after_run=extension)
     extra = [c for c in runs.columns if c.endswith(("sensitivity", "specificity")) or c.startswith("extension")]
-    setting = (f"Seeds {args.seeds}; {describe_recipe(recipe, args.bundles_dir)}; "
+    setting = (f"Seeds {args.seeds}; {describe_recipe(recipe, args.bundles_dir, args.overrides)}; "
                f"phantoms of {SIZE} mm; sets {SETS} (layout, site, tumor probability), 8 patients each. "
                f"Wall time {time.perf_counter() - start:.0f} s.")
     print(write_claim(args.out, "Universal model: text embeddings vs one-hot, and class extension", setting, runs, PAPER,
