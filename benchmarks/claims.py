@@ -68,8 +68,9 @@ def describe_recipe(recipe: CpuRecipe, bundles_dir: Path | None = None,
     return line
 
 
-def parse_claim_args(argv: list[str] | None, description: str, default_out: str) -> argparse.Namespace:
-    """The command line every claim script shares."""
+def parse_claim_args(argv: list[str] | None, description: str, default_out: str,
+                     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The command line every claim script shares (``add_arguments`` adds a script's own)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path(default_out))
@@ -77,7 +78,11 @@ def parse_claim_args(argv: list[str] | None, description: str, default_out: str)
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="train every arm this many epochs instead of the recipe's (runs that had not "
                              "converged at the recipe's schedule)")
+    parser.add_argument("--arms", nargs="+", default=None, metavar="NAME",
+                        help="run only these arms (a name, or the start of one: 'supervised')")
     parser.add_argument("--report-only", action="store_true", help="rebuild claim.md from an earlier runs.csv")
+    if add_arguments is not None:
+        add_arguments(parser)
     args = parser.parse_args(argv)
     args.overrides = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
     return args
@@ -100,6 +105,23 @@ class Arm:
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     eval_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     prepare: Callable[[Path, Path], dict[str, Any]] | None = None
+
+
+def select_arms(arms: Sequence[Arm], names: Sequence[str] | None) -> list[Arm]:
+    """The arms named (exactly, or by the start of their name when no arm has that exact name).
+
+    Raises:
+        SystemExit: a name that matches no arm (the error lists the arms).
+    """
+    if not names:
+        return list(arms)
+    chosen = []
+    for name in names:
+        found = [a for a in arms if a.name == name] or [a for a in arms if a.name.startswith(name)]
+        if not found:
+            raise SystemExit(f"--arms {name!r}: no such arm; the arms are " + ", ".join(repr(a.name) for a in arms))
+        chosen += [a for a in found if a not in chosen]
+    return [a for a in arms if a in chosen]
 
 
 @dataclasses.dataclass(frozen=True)
