@@ -66,3 +66,10 @@ def test_tct_unet_bf16_close_to_float32():
     assert out.shape == ref.shape
     agree = (out.float().argmax(1) == ref.argmax(1)).float().mean()
     assert agree > 0.97
+
+
+def test_torchscript_compiles_pytorch_kernel():
+    # the model zoo scripts the networks: the scripted function keeps PyTorch's kernel
+    scripted = torch.jit.script(trilinear_resize)
+    x = torch.randn(1, 2, 3, 4, 5).bfloat16()
+    assert torch.equal(scripted(x, [6, 8, 10]), F.interpolate(x, size=(6, 8, 10), mode="trilinear"))

@@ -49,7 +49,13 @@ def test_flare22_to_touchstone9_and_back_to_btcv() -> None:
 def test_identity_conversion_keeps_values() -> None:
     rng = np.random.default_rng(0)
     label = rng.integers(0, 16, size=(6, 7, 8)).astype(np.int16)
-    np.testing.assert_array_equal(convert_label_map(label, "word", "word"), label)
+    out = convert_label_map(label, "word", "word")
+    np.testing.assert_array_equal(out, label)
+    assert out.dtype == conversion_plan("word", "word").dtype
+    assert not np.shares_memory(out, label)  # callers may edit the output in place
+    label[0, 0, 0] = 17  # outside WORD's map: the identity's shortcut still checks the range
+    with pytest.raises(DataValidationError, match="17"):
+        convert_label_map(label, "word", "word")
 
 
 def test_totalsegmentator_stunet_to_aeval8() -> None:

@@ -51,7 +51,7 @@ def _double_conv(in_ch: int, mid_ch: int, out_ch: int, norm: str | tuple | None,
 
 def _upsample_and_concat(x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
     """``x`` interpolated to the skip's exact size (odd patch sizes also work), then ``[x, skip]``."""
-    x = trilinear_resize(x, skip.shape[2:])
+    x = trilinear_resize(x, list(skip.shape[2:]))
     return torch.cat([x, skip], dim=1)
 
 

@@ -19,8 +19,6 @@ outputs are unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -42,18 +40,28 @@ def _double_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.stack([even, odd], dim + 1).flatten(dim, dim + 1)
 
 
-def trilinear_resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+def _separable_applies(x: torch.Tensor, size: list[int]) -> bool:
+    """Exactly 2x along every axis, on the CPU, in bf16 or fp16."""
+    doubled = [2 * int(s) for s in x.shape[2:]] == [int(s) for s in size]
+    return doubled and x.device.type == "cpu" and x.dtype in _LOW_PRECISION
+
+
+def _separable_double(x: torch.Tensor) -> torch.Tensor:
+    for dim in range(2, x.ndim):
+        x = _double_axis(x, dim)
+    return x
+
+
+def trilinear_resize(x: torch.Tensor, size: list[int]) -> torch.Tensor:
     """``F.interpolate(x, size, mode="trilinear", align_corners=False)`` for a ``(B, C, D, H, W)`` tensor.
 
     Exactly 2x along every axis on the CPU in bf16/fp16 takes the separable path of the module
-    docstring; everything else is PyTorch's kernel.
+    docstring; everything else is PyTorch's kernel. A TorchScript export (the model zoo's
+    ``torch.jit.script`` check) compiles PyTorch's kernel only.
     """
-    size = tuple(int(s) for s in size)
-    doubled = tuple(2 * int(s) for s in x.shape[2:]) == size
-    if doubled and x.device.type == "cpu" and x.dtype in _LOW_PRECISION:
-        for dim in range(2, x.ndim):
-            x = _double_axis(x, dim)
-        return x
+    if not torch.jit.is_scripting():  # (TorchScript skips this block; it cannot compile the tests)
+        if _separable_applies(x, size):
+            return _separable_double(x)
     return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
 
 

@@ -294,6 +294,11 @@ def _apply_lut(label: np.ndarray, plan: ConversionPlan, context: str | None) -> 
     low, high = label.min(), label.max()
     if low < 0 or high >= plan.lut.size:
         _raise_unknown_values(label, (label < 0) | (label >= plan.lut.size), plan, context)
+    if not plan.splits and np.array_equal(plan.lut, np.arange(plan.lut.size)):
+        # source and target number every class alike (a bundle writing its own label system):
+        # the range check above is the whole conversion. The gather below widens the indices to
+        # int64 first and took 1.7 s on a 512 x 512 x 300 label map.
+        return label.astype(plan.dtype, copy=True)
     out = np.take(plan.lut, label)
     invalid = out == plan.invalid_code
     if invalid.any():
