@@ -2,15 +2,15 @@
 
 PyTorch's CPU kernel of ``F.interpolate(mode="trilinear")`` is slow in bfloat16 and float16:
 on 2 cores (torch 2.14) a 2x upsampling of a bf16 ``(2, 32, 24, 24, 24)`` tensor took
-25.7 ms against 17.7 ms in float32, and forward + backward 47.7 ms. Under CPU autocast the
-decoder activations are bf16, so the TCT U-Net and the TCSeg V-Net, whose decoders upsample
-trilinearly, paid for it in every window and every training step (4.3 s of 27 s of a TCT
-whole-case inference, benchmarks/bench_inference.py).
+25.7 ms against 17.7 ms in float32. Under CPU autocast the decoder activations are bf16, so
+the TCT U-Net, whose decoder upsamples trilinearly, paid for it in every window (4.3 s of 27 s
+of a TCT whole-case inference, benchmarks/bench_inference.py). (The TCSeg V-Net's trilinear
+decoder runs in training only, where this module keeps PyTorch's kernel; see below.)
 
 A 2x trilinear upsampling with ``align_corners=False`` is separable: along each axis, output
 voxel ``2i`` is ``0.75 x[i] + 0.25 x[i-1]`` and ``2i+1`` is ``0.75 x[i] + 0.25 x[i+1]``
 (indices clamped at the borders). Three such passes of ``torch.lerp`` in bf16 took 6.2 ms
-forward and 19.2 ms forward + backward on the tensor above (2-4x faster). Each pass rounds
+on the tensor above (4x faster). Each pass rounds
 to bf16, so the result differs from the float32 kernel by bf16 rounding (at most ~2 bf16
 ulps of the values), the precision the autocast network runs at anyway. float32 tensors, GPU
 tensors and sizes that are not exactly twice the input keep PyTorch's kernel, so float32
