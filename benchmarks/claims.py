@@ -77,14 +77,17 @@ def parse_claim_args(argv: list[str] | None, description: str, default_out: str,
     parser.add_argument("--bundles-dir", type=Path, default=None)
     parser.add_argument("--max-epochs", type=int, default=None,
                         help="train every arm this many epochs instead of the recipe's (runs that had not "
-                             "converged at the recipe's schedule)")
+                             "converged at the recipe's schedule; recipes counted in epochs)")
+    parser.add_argument("--num-iterations", type=int, default=None,
+                        help="the same for recipes counted in iterations (TCSeg)")
     parser.add_argument("--arms", nargs="+", default=None, metavar="NAME",
                         help="run only these arms (a name, or the start of one: 'supervised')")
     parser.add_argument("--report-only", action="store_true", help="rebuild claim.md from an earlier runs.csv")
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
-    args.overrides = {} if args.max_epochs is None else {"max_epochs": args.max_epochs}
+    args.overrides = {key: value for key, value in (("max_epochs", args.max_epochs),
+                                                    ("num_iterations", args.num_iterations)) if value is not None}
     return args
 
 
