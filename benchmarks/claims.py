@@ -280,10 +280,32 @@ def claim_tables(runs: pd.DataFrame, extra_columns: Sequence[str] = ()) -> str:
     return "\n".join(lines)
 
 
+def per_class_tables(cases: pd.DataFrame) -> str:
+    """Markdown: per test set, each arm's DSC % per class (median over seeds of the per-seed class means).
+
+    The arms' means can hide where they differ (one organ failing at one site); these tables show it.
+    """
+    parts = []
+    for test in dict.fromkeys(cases["test_set"]):
+        part = cases[cases["test_set"] == test]
+        per_seed = part.groupby(["arm", "seed", "class"], sort=False)["dsc"].mean()
+        table = per_seed.groupby(["arm", "class"], sort=False).median().unstack("class")
+        classes = list(dict.fromkeys(part["class"]))
+        lines = [f"Per class, {test} (DSC %, median over seeds):", "",
+                 "| arm | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+        for arm in dict.fromkeys(part["arm"]):
+            lines.append(f"| {arm} | " + " | ".join(f"{100 * table.loc[arm, c]:.1f}" for c in classes) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
 def write_claim(out: Path, title: str, setting: str, runs: pd.DataFrame, paper: str, reading: str,
                 extra_columns: Sequence[str] = ()) -> str:
-    """Write ``claim.md`` (title, setting, tables, paper's numbers, reading) and return it."""
-    text = "\n\n".join([f"# {title}", setting, claim_tables(runs, extra_columns), "![learning curves](curves.png)",
+    """Write ``claim.md`` (title, setting, tables, per-class tables, paper's numbers, reading) and return it."""
+    tables = [claim_tables(runs, extra_columns)]
+    if (out / "per_case.csv").is_file():
+        tables.append(per_class_tables(pd.read_csv(out / "per_case.csv")))
+    text = "\n\n".join([f"# {title}", setting, *tables, "![learning curves](curves.png)",
                         "## The paper", paper, "## Reading", reading]) + "\n"
     (out / "claim.md").write_text(text)
     return text
