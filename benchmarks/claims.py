@@ -80,6 +80,8 @@ def parse_claim_args(argv: list[str] | None, description: str, default_out: str,
                              "converged at the recipe's schedule; recipes counted in epochs)")
     parser.add_argument("--num-iterations", type=int, default=None,
                         help="the same for recipes counted in iterations (TCSeg)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", dest="settings",
+                        help="any other training override for every arm (e.g. learning_rate=0.0005); repeatable")
     parser.add_argument("--arms", nargs="+", default=None, metavar="NAME",
                         help="run only these arms (a name, or the start of one: 'supervised')")
     parser.add_argument("--report-only", action="store_true", help="rebuild claim.md from an earlier runs.csv")
@@ -88,6 +90,14 @@ def parse_claim_args(argv: list[str] | None, description: str, default_out: str,
     args = parser.parse_args(argv)
     args.overrides = {key: value for key, value in (("max_epochs", args.max_epochs),
                                                     ("num_iterations", args.num_iterations)) if value is not None}
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set {item!r}: use KEY=JSON (e.g. learning_rate=0.0005)")
+        try:
+            args.overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args.overrides[key] = value
     return args
 
 
