@@ -13,6 +13,7 @@ from bundle_utils import FLARE22_SMOKE, MEDSEGZOO, run_command
 
 from medsegzoo.drivers.aeval import fill_missing_classes, main, parse_set, run_protocol
 from medsegzoo.errors import DataValidationError, UnknownNameError
+from medsegzoo.evaluation.curves import tensorboard_scalars
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "stunet_cross_dataset_evaluation"
@@ -72,11 +73,21 @@ def test_protocols_1_and_4_write_the_matrix(tmp_path: Path, phantom_set: Callabl
     assert "A-Eval cross-dataset matrix" in (p1 / "report" / "summary.md").read_text()
 
     p4 = tmp_path / "p4"  # the same driver called from Python (the command line ran protocol 1)
+    # FLARE22 with a validation case: the joint models validate on it (and only on it: the
+    # MSD Spleen set does not label every class)
+    flare, flare_list = phantom_set("flare22", **{**FLARE22_SMOKE, "split": "0.5/0.25/0.25"})
     data = [parse_set(f"flare={flare_list}::{flare}"), parse_set(f"spleen={spleen_list}::{spleen}")]
     run_protocol(4, data, ["flare", "spleen"], ["flare"], BUNDLE, p4, configs=[smoke],
-                 overrides={"max_epochs": 1, "val_interval": 100}, use_mirroring=False)
+                 overrides={"max_epochs": 1, "val_interval": 1}, use_mirroring=False)
     # round 1 on FLARE22 (labels all 8), round 2 after filling MSD Spleen's missing 7 classes
     assert (p4 / "Joint_r1" / "models" / "model.pt").is_file() and (p4 / "Joint_r2" / "models" / "model.pt").is_file()
+    flare_validation = [e["image"] for e in data[0].split("validation")]
+    for model in ("Joint_r1", "Joint_r2"):
+        derived = json.loads((p4 / "datalists" / f"{model}.json").read_text())
+        assert [e["image"] for e in derived["validation"]] == flare_validation and len(flare_validation) == 1
+        # the validator's TensorBoard handler wrote the epoch's validation Dice (the learning curve)
+        curve = tensorboard_scalars(p4 / model / "eval", "val_mean_dice")
+        assert [step for step, _ in curve] == [1] and 0.0 <= curve[0][1] <= 1.0
     joint = pd.read_csv(p4 / "aeval_matrix_dsc.csv", index_col=0)
     assert list(joint.index) == ["Joint r2"]
     filled = sorted((p4 / "pseudo_labels").rglob("*_filled.nii.gz"))

@@ -374,25 +374,29 @@ class ProtocolRunner:
         norm = "ct_dataset" if modalities == {"CT"} else "per_image_zscore"
         round_sets = complete or list(trains)
         training = [c for d in round_sets for c in cases[d.name]]
+        # validation on the sets that label every class (a partial set's missing organs would
+        # read as misses); its Dice draws the learning curve, the last weights are scored
+        validation = [c for d in round_sets for c in d.split("validation")]
         model = "Joint"
         rounds = [("Joint r1" if (partial and complete) else model, training)]
         name, data = rounds[0]
-        self._train_joint(name, data, system, norm)
+        self._train_joint(name, data, system, norm, validation)
         if partial and complete:
             filled = [e for d in partial for e in self.pseudo_label(name, d, "training", system, base_cases=cases[d.name])]
             training = training + filled
             name = "Joint r2"
-            self._train_joint(name, training, system, norm)
+            self._train_joint(name, training, system, norm, validation)
         unlabeled = [d for d in trains if d.split("unlabeled")]
         if unlabeled:
             pseudo = [e for d in unlabeled for e in self.pseudo_label(name, d, "unlabeled", system)]
             training = training + pseudo
             name = "Joint w/ PL"
-            self._train_joint(name, training, system, norm)
+            self._train_joint(name, training, system, norm, validation)
         self.evaluate(name, system, tests, normalization=norm)
 
-    def _train_joint(self, model: str, training: list[dict[str, Any]], system: str, norm: str) -> None:
-        path = self.write_datalist(model, training)
+    def _train_joint(self, model: str, training: list[dict[str, Any]], system: str, norm: str,
+                     validation: list[dict[str, Any]]) -> None:
+        path = self.write_datalist(model, training, validation)
         self.train(model, path, path.parent, system, normalization=norm)
 
     # ---- the matrix ------------------------------------------------------------------------
