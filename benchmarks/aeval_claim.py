@@ -101,11 +101,16 @@ def make_sets(root: Path, seed: int, args: argparse.Namespace) -> list[tuple[str
     return sets
 
 
+def finished(out: Path, size: str, seed: int) -> bool:
+    """Both matrices (protocols 1 and 4) of one (size, seed) are written."""
+    return all((out / f"{size}_seed{seed}" / p / "aeval_matrix_dsc.csv").is_file() for p in ("p1", "p4"))
+
+
 def summary_rows(out: Path, seeds: list[int], sizes: list[str]) -> pd.DataFrame:
-    """Per (size, seed): mean DSC on the diagonal, off the diagonal, and of the joint model."""
+    """Per finished (size, seed): mean DSC on the diagonal, off the diagonal, and of the joint model."""
     rows = []
     for size in sizes:
-        for seed in seeds:
+        for seed in (s for s in seeds if finished(out, size, s)):
             folder = out / f"{size}_seed{seed}"
             m1 = pd.read_csv(folder / "p1" / "aeval_matrix_dsc.csv", index_col=0)
             m4 = pd.read_csv(folder / "p4" / "aeval_matrix_dsc.csv", index_col=0)
@@ -143,9 +148,16 @@ def report(out: Path, seeds: list[int], sizes: list[str]) -> str:
     """Median [min, max] over seeds, per-seed rows, and the median matrix of each size as a heatmap."""
     import statistics
 
+    done = {size: [s for s in seeds if finished(out, size, s)] for size in sizes}
+    missing = [f"{size} seed {s}" for size in sizes for s in seeds if s not in done[size]]
+    if not any(done.values()):
+        raise SystemExit(f"no finished (size, seed) in {out}")
+    sizes = [size for size in sizes if done[size]]
     rows = summary_rows(out, seeds, sizes)
     cols = ["diagonal", "off-diagonal", "P1 all cells", "joint"]
-    md = ["| STU-Net (half width) | " + " | ".join(f"{c} DSC % median [min, max]" for c in cols) + " |",
+    md = ([f"**Incomplete:** not finished yet: {', '.join(missing)} (rerun the command to resume).", ""]
+          if missing else [])
+    md += ["| STU-Net (half width) | " + " | ".join(f"{c} DSC % median [min, max]" for c in cols) + " |",
           "|---|" + "---|" * len(cols)]
     for size in sizes:
         part = rows[rows["size"] == size]
@@ -155,14 +167,14 @@ def report(out: Path, seeds: list[int], sizes: list[str]) -> str:
     md += [f"| {r['size']} | {r['seed']} | " + " | ".join(f"{r[c]:.1f}" for c in cols) + " |" for _, r in rows.iterrows()]
     for size in sizes:
         matrices = [pd.concat([pd.read_csv(out / f"{size}_seed{s}" / p / "aeval_matrix_dsc.csv", index_col=0)
-                               for p in ("p1", "p4")]) for s in seeds]
+                               for p in ("p1", "p4")]) for s in done[size]]
         median = pd.concat(matrices).groupby(level=0, sort=False).median()
         png = matrix_heatmap(median, out / f"aeval_dsc_{size}.png", title=f"Phantom A-Eval, STU-Net-{size} (half width): median DSC (%)",
                              vmin=0, vmax=100)
         md += ["", f"Median over seeds, STU-Net-{size} (rows: training set, 'Joint' = protocol 4; columns: test set):", "",
                markdown_table(_mean_sd_table(median.iloc[:-1], median.iloc[-1:]), index_label="train \\ test"),
                "", f"![{size}]({png.name})"]
-        curves_png, last = learning_curves(out, seeds, size)
+        curves_png, last = learning_curves(out, done[size], size)
         if curves_png is not None:
             md += ["", f"Learning curves, STU-Net-{size}: validation mean Dice against iteration (a site's model on "
                    "that site's validation patient, the joint model on all four sites' validation patients); last "
@@ -193,7 +205,7 @@ def main() -> int:
         for seed in args.seeds:
             sets = make_sets(out / f"data_seed{seed}", seed, args)
             for size in args.sizes:
-                if all((out / f"{size}_seed{seed}" / p / "aeval_matrix_dsc.csv").is_file() for p in ("p1", "p4")):
+                if finished(out, size, seed):
                     print(f"{size} seed {seed}: done earlier", flush=True)
                     continue
                 start = time.perf_counter()
