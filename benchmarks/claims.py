@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from medsegzoo.bundle_runs import run_in_subprocess
+from medsegzoo.data.datalist import SPLIT_KEYS, load_datalist, save_datalist
 from medsegzoo.recipes import CpuRecipe
 from medsegzoo.utils.atomic import atomic_write_text
 
@@ -101,6 +102,16 @@ def parse_claim_args(argv: list[str] | None, description: str, default_out: str,
     return args
 
 
+def prefix_case_ids(datalist: Path, prefix: str) -> None:
+    """Prefix every case id of a datalist (in place), so that sets written in one layout, whose
+    case ids are equal, can be combined into one datalist."""
+    data = load_datalist(datalist)
+    for key in SPLIT_KEYS:
+        for entry in data.get(key, []):
+            entry["case_id"] = f"{prefix}{entry['case_id']}"
+    save_datalist(data, datalist)
+
+
 @dataclasses.dataclass(frozen=True)
 class Arm:
     """One configuration under comparison.
@@ -166,7 +177,7 @@ def run_experiment(
     out: Path,
     iterations_per_epoch: int | None = None,
     bundles_dir: Path | None = None,
-    after_run: Callable[[Arm, int, Path, dict[str, tuple[Path, Path]]], dict[str, Any]] | None = None,
+    after_run: Callable[[Arm, int, Path, dict[str, tuple[Path, Path]], dict[str, Any]], dict[str, Any]] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Train and score every arm for every seed; returns the runs table (also written as CSV).
@@ -183,7 +194,8 @@ def run_experiment(
         out: output folder.
         iterations_per_epoch: to put the learning curves on an iteration axis (default: the recipe's).
         bundles_dir: bundles folder (default: the repository's).
-        after_run: optional extra measurements of a trained run, added to its rows.
+        after_run: optional extra measurements of a trained run, added to its rows; called with
+            ``(arm, seed, run folder, data, training overrides)`` on every call, resumed or not.
         overrides: training overrides for every arm (under the arm's own), e.g. a longer schedule.
     """
     if iterations_per_epoch is None:
@@ -208,7 +220,7 @@ def run_experiment(
                 seconds = time.perf_counter() - start
                 atomic_write_text(done, json.dumps({"train_seconds": seconds, "overrides": settings}))
             curves.setdefault(arm.name, []).append(curve_of(root / "train.log", iterations_per_epoch))
-            extra_row = after_run(arm, seed, root, data) if after_run else {}
+            extra_row = after_run(arm, seed, root, data, settings) if after_run else {}
             for test in test_sets:
                 test_dir, test_list = data[test.data]
                 pred = root / f"eval_{test.name}"

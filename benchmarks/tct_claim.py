@@ -35,10 +35,10 @@ import sys
 import time
 from pathlib import Path
 
-from claims import Arm, TestSet, describe_recipe, parse_claim_args, run_experiment, select_arms, write_claim
+from claims import (Arm, TestSet, describe_recipe, parse_claim_args, prefix_case_ids, run_experiment, select_arms,
+                    write_claim)
 
 from medsegzoo.data.combine import combine_datalists
-from medsegzoo.data.datalist import SPLIT_KEYS, load_datalist, save_datalist
 from medsegzoo.data.phantom_sets import make_phantom_set
 from medsegzoo.data.phantoms.sites import get_site
 from medsegzoo.recipes import get_recipe
@@ -70,12 +70,7 @@ def make_data(seed: int, root: Path, cases: int = 6,
         full_set = make_phantom_set(root / "full" / f"btcv_site{site}", "btcv", cases, size=SIZE, site=site,
                                     seed=patient_seed, split="0.67/0.17/0.16")
         full.append(full_set)
-        # the four fully labeled sets share the BTCV layout and so its case ids: name them by site
-        data = load_datalist(full_set[1])
-        for entries in (data.get(key, []) for key in SPLIT_KEYS):
-            for entry in entries:
-                entry["case_id"] = f"site{site}_{entry['case_id']}"
-        save_datalist(data, full_set[1])
+        prefix_case_ids(full_set[1], f"site{site}_")  # the fully labeled sets share the BTCV layout's ids
     mixes = {}
     for name, parts in (("partial", partial), ("full", full)):
         path = combine_datalists([(dl, ds) for ds, dl in parts], root / name / "datalist.json", root / name,

@@ -12,28 +12,31 @@ with a tumor), 8 patients each (4 train / 1 validation / 3 test). The arms diffe
 class embeddings: MiniLM sentence embeddings of the paper's prompt (384-d; the CLIP weights
 cannot be downloaded here: MiniLM is not CLIP) or one-hot codes. The organ upper bound trains
 on the same patients with all 13 BTCV organs labeled. Extension: a MiniLM model trained
-without ``pancreas_tumor`` is extended to it with ``configs/extend.json`` (new heads only);
-the extended model's old outputs are compared bit for bit with the base model's, and its new
-class is scored. Run::
+without ``pancreas_tumor`` is extended to it with ``configs/extend.json`` (new heads only, 10
+epochs, on an MSD-Pancreas-like set of 8 other patients, every one with a tumor); the extended
+model's old outputs are compared bit for bit with the base model's, and its new class is scored
+on that set's 3 held-out patients (``configs/inference_extended.json``). Run::
 
     .venv/bin/python benchmarks/universal_claim.py --seeds 0 1 2 --out benchmarks/output/universal_claim
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from claims import ENV, Arm, TestSet, describe_recipe, parse_claim_args, run_experiment, write_claim
+from claims import ENV, Arm, TestSet, describe_recipe, parse_claim_args, prefix_case_ids, run_experiment, write_claim
 
 from medsegzoo.bundle_runs import BundleRun, parse_bundle, run_in_subprocess
 from medsegzoo.data.combine import combine_datalists
 from medsegzoo.data.phantom_sets import make_phantom_set
 from medsegzoo.recipes import get_recipe, text_embeddings_writer
 from medsegzoo.taxonomy import get_label_system, is_lesion
+from medsegzoo.utils.atomic import atomic_write_text
 
 SIZE = 128
 SETS = (("btcv", 0, None), ("kits19", 1, 1.0), ("msd_liver", 2, 0.5), ("msd_spleen", 3, None), ("msd_pancreas", 4, 0.5))
@@ -62,26 +65,41 @@ def make_data(seed: int, root: Path, cases: int = 8) -> dict[str, tuple[Path, Pa
                                         tumor_probability=tumor_probability))
         full.append(make_phantom_set(root / "full" / f"btcv_{i}", "btcv", cases, size=SIZE, site=site,
                                      seed=patient_seed, split="0.5/0.125/0.375"))
+        prefix_case_ids(full[-1][1], f"site{site}_")  # the fully labeled sets share the BTCV layout's ids
     out = {}
     for name, parts in (("partial", partial), ("full", full)):
         path = combine_datalists([(dl, ds) for ds, dl in parts], root / name / "datalist.json", root / name, name=f"universal_{name}_s{seed}")
         out[name] = (root / name, Path(path))
-    out["pancreas"] = partial[-1]
+    # the extension learns the new class from other pancreas-tumor patients, every one with a
+    # tumor, so that its 3 test patients always have one to score (at probability 0.5 all three
+    # may have none, as in seed 0)
+    out["extension"] = make_phantom_set(root / "extension" / "msd_pancreas", "msd_pancreas", cases, size=SIZE,
+                                        site=SETS[-1][1], seed=100 * seed + 60, split="0.5/0.125/0.375", tumors=True,
+                                        tumor_probability=1.0)
     return out
 
 
-def extension(arm: Arm, seed: int, root: Path, data: dict[str, tuple[Path, Path]]) -> dict[str, Any]:
-    """Train a base model without NEW_CLASS, extend it, compare old outputs, score the new class."""
+def extension(arm: Arm, seed: int, root: Path, data: dict[str, tuple[Path, Path]],
+              settings: dict[str, Any]) -> dict[str, Any]:
+    """Train a base model without NEW_CLASS, extend it, compare old outputs, score the new class.
+
+    The base model trains like the arms (``settings``: the experiment's overrides); the result is
+    kept in ``extension/extension.json``, so a resumed experiment does not train it again.
+    """
     if arm.name != "MiniLM text":
         return {}
     recipe = get_recipe("clip")
     base_classes = [c for c in ALL if c != NEW_CLASS]
     base_root = root.parent / "extension"
+    result_file = base_root / "extension.json"
+    if result_file.is_file():
+        return json.loads(result_file.read_text())
     prepare = text_embeddings_writer("minilm", base_classes)
     extra = prepare(recipe.bundle_dir(), base_root)
     dataset_dir, datalist = data["partial"]
-    run_in_subprocess(recipe.training(base_root, dataset_dir, datalist, seed=seed, **extra), log=base_root / "train.log", env=ENV)
-    pancreas_dir, pancreas_list = data["pancreas"]
+    run_in_subprocess(recipe.training(base_root, dataset_dir, datalist, seed=seed, **extra, **settings),
+                      log=base_root / "train.log", env=ENV)
+    pancreas_dir, pancreas_list = data["extension"]
     ext = {**extra, "new_classes": [NEW_CLASS], "text_encoder": "minilm", "text_model": None, "max_epochs": 10}
     run_in_subprocess(BundleRun(recipe.bundle_dir(), ["train.json", "extend.json", "cpu.json"],
                                 {"bundle_root": base_root, "dataset_dir": pancreas_dir, "datalist": pancreas_list, "seed": seed, **ext},
@@ -98,16 +116,18 @@ def extension(arm: Arm, seed: int, root: Path, data: dict[str, tuple[Path, Path]
     with torch.no_grad():
         old, new = base_net.eval()(image), ext_net.eval()(image)
     identical = bool(torch.equal(new[:, : old.shape[1]], old))
-    # score the new class on the pancreas set's held-out patients with the extended model
+    # score the new class on the extension set's held-out patients with the extended model
     pred = base_root / "eval_extended"
-    run_in_subprocess(BundleRun(recipe.bundle_dir(), ["inference.json", "extend.json", "evaluate.json", "cpu.json"],
-                                {**common, "predict_classes": [*ORGANS, NEW_CLASS], "model_file": base_root / "models" / "extended" / "model.pt",
+    run_in_subprocess(BundleRun(recipe.bundle_dir(), ["inference.json", "inference_extended.json", "evaluate.json", "cpu.json"],
+                                {**common, "predict_classes": [*ORGANS, NEW_CLASS],
                                  "output_dir": pred, "infer_split": "test"}, run_id="evaluating"), log=base_root / "evaluate_extended.log", env=ENV)
     import pandas as pd
 
     table = pd.read_csv(pred / "report" / "per_case.csv")
     new_dsc = float(table[table["class"] == NEW_CLASS]["dsc"].mean())
-    return {"extension old outputs identical": identical, "extension new-class DSC": new_dsc}
+    result = {"extension old outputs identical": identical, "extension new-class DSC": new_dsc}
+    atomic_write_text(result_file, json.dumps(result))
+    return result
 
 
 ARMS = (

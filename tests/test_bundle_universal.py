@@ -13,6 +13,7 @@ process (and so does every hard-exit crash, which needs a process of its own).
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from collections.abc import Callable
@@ -40,6 +41,7 @@ SMOKE = ["train.json", "smoke.json"]
 EVALUATE = ["inference.json", "evaluate.json", "smoke.json"]
 INFER = ["inference.json", "smoke.json"]
 EXTEND = ["train.json", "extend.json", "smoke.json"]
+EVALUATE_EXTENDED = ["inference.json", "inference_extended.json", "evaluate.json", "smoke.json"]
 NEW_CLASS = "liver_tumor"
 # the base model leaves one class out so that the extension test can add it
 BASE_CLASSES = [c for c in get_label_system("universal32").classes if c != NEW_CLASS]
@@ -159,6 +161,15 @@ def test_extension_trains_only_the_new_class_and_keeps_old_outputs(trained: dict
     assert torch.equal(new[:, : len(BASE_CLASSES)], old)  # bit-identical
     before, after = _weights(root / "models" / "model.pt"), _weights(ext_ckpt)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+    # the extended model predicts and is scored through inference_extended.json (new class included)
+    out = root / "eval_extended"
+    run_in_process(BundleRun(bundle_dir(BUNDLE), EVALUATE_EXTENDED,
+                             {**over, "predict_classes": ["liver", NEW_CLASS], "output_dir": out}, run_id="evaluating"))
+    with open(out / "report" / "per_case.csv", newline="") as table:
+        scored = {row["class"] for row in csv.DictReader(table)}
+    assert {"liver", NEW_CLASS} <= scored
+    assert "kidney_tumor" not in scored  # predict_classes still restricts the extended model
 
 
 def test_interrupted_extension_resumes_from_its_last_checkpoint(trained: dict[str, object], tmp_path: Path) -> None:

@@ -585,8 +585,13 @@ def extend_universal_model(
     embedding_file: str | os.PathLike,
     base_checkpoint: str | os.PathLike | None = None,
     width: int | None = None,
+    predict_classes: Sequence[str] | None = None,
 ) -> UniversalModel:
     """Load a trained Universal Model and extend it to new classes, freezing the rest.
+
+    Training (``configs/extend.json``) loads the base weights here; inference of an extended
+    model (``configs/inference_extended.json``) builds the same structure without them and then
+    loads the extended checkpoint, which holds every group.
 
     Args:
         network: the base model (same config as it was trained with).
@@ -594,6 +599,8 @@ def extend_universal_model(
         embedding_file: text embedding cache of exactly the new classes.
         base_checkpoint: weights of the base model (None: keep ``network`` as it is).
         width: expected embedding width (None: any).
+        predict_classes: what ``forward`` returns afterwards, old and new classes alike (None:
+            everything; see :meth:`UniversalModel.set_predict_classes`).
 
     Returns:
         The same object, with one more class group whose parameters alone require grad.
@@ -607,4 +614,6 @@ def extend_universal_model(
     names = [canonical_name(c) for c in new_classes]
     emb = load_text_embeddings(embedding_file, classes=names, width=width)
     network.add_classes(emb.embeddings, names, freeze=True)
+    if predict_classes is not None:
+        network.set_predict_classes([canonical_name(c) for c in predict_classes])
     return network
