@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medsegzoo.bundle_runs import run_in_subprocess
@@ -276,9 +277,23 @@ def plot_curves(curves: Mapping[str, list[list[tuple[int, float]]]], path: Path)
 
 
 def median_range(values: Sequence[float], scale: float = 100.0) -> str:
-    """``median [min, max]`` of values (percent by default)."""
-    v = [scale * x for x in values]
+    """``median [min, max]`` of values (percent by default); NaN (not measured) left out, "-" if all are."""
+    v = [scale * x for x in values if x == x]
+    if not v:
+        return "-"
     return f"{statistics.median(v):.1f} [{min(v):.1f}, {max(v):.1f}]"
+
+
+def extra_cell(values: Sequence[Any]) -> str:
+    """One per-seed measurement other than DSC, as a table cell: ``k of n seeds`` for yes/no
+    values, ``median [min, max]`` (two decimals) for numbers, "-" where no seed measured it."""
+    values = [v for v in values if not (isinstance(v, float) and v != v)]  # NaN: not measured for this arm
+    if not values:
+        return "-"
+    if all(isinstance(v, (bool, np.bool_)) for v in values):
+        return f"{sum(bool(v) for v in values)} of {len(values)} seeds"
+    v = [float(x) for x in values]
+    return f"{statistics.median(v):.2f} [{min(v):.2f}, {max(v):.2f}]"
 
 
 def claim_tables(runs: pd.DataFrame, extra_columns: Sequence[str] = ()) -> str:
@@ -290,9 +305,7 @@ def claim_tables(runs: pd.DataFrame, extra_columns: Sequence[str] = ()) -> str:
     for arm in dict.fromkeys(runs["arm"]):
         part = runs[runs["arm"] == arm]
         cells = [median_range(part[part["test_set"] == t]["dsc"].tolist()) for t in tests]
-        for c in extra_columns:
-            values = part.drop_duplicates("seed")[c].tolist()
-            cells.append(median_range(values, 1.0) if values and isinstance(values[0], float) else str(values))
+        cells += [extra_cell(part.drop_duplicates("seed")[c].tolist()) for c in extra_columns]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     pivot = runs.pivot_table(index=["arm", "seed"], columns="test_set", values="dsc", sort=False)
     lines += ["", "Per seed (mean DSC %):", "", "| arm | seed | " + " | ".join(tests) + " |",
