@@ -13,7 +13,8 @@ recipe (``cpu.json``: 2.5 mm, patch 48^3, bf16; half-width networks: S [8..128],
 and scores every model's last weights on every site's test split in the 8 shared organs.
 Each site has 7 patients: 3 train, 1 validates (the learning curves: a site model on its own
 site, the joint model on all four), 3 test. A (seed, size) whose two matrices exist is not
-run again; within one, the driver keeps every model already trained. Run::
+run again; within one, the driver keeps every model already trained. Each (size, seed) folder
+records its schedule (``settings.json``); one trained with another ``--epochs`` is refused. Run::
 
     .venv/bin/python benchmarks/aeval_claim.py --seeds 0 1 2 --sizes S B --out benchmarks/output/aeval_claim
     .venv/bin/python benchmarks/aeval_claim.py --report-only --out benchmarks/output/aeval_claim
@@ -35,6 +36,7 @@ from claims import median_range, plot_curves
 from medsegzoo.evaluation.curves import tensorboard_scalars
 from medsegzoo.evaluation.plots import matrix_heatmap
 from medsegzoo.evaluation.protocols.tables import markdown_table
+from medsegzoo.utils.atomic import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "stunet_cross_dataset_evaluation"
@@ -72,14 +74,45 @@ def _mean_sd_table(matrix: pd.DataFrame, extra_rows: pd.DataFrame | None = None)
     return out
 
 
-def run(out: Path, seed: int, size: str, args: argparse.Namespace, sets: list[tuple[str, Path, Path]]) -> None:
+def parse_epochs(values: list[str], sizes: list[str]) -> dict[str, int]:
+    """``--epochs``: one number for every size, or ``SIZE=N`` items (sizes not named keep 32)."""
+    epochs = dict.fromkeys(sizes, 32)
+    for item in values:
+        size, sep, number = item.rpartition("=")
+        if not number.isdigit() or (sep and size not in CHANNELS):
+            raise SystemExit(f"--epochs {item!r}: give a number, or SIZE=NUMBER with SIZE in {sorted(CHANNELS)}")
+        for name in ([size] if sep else sizes):
+            epochs[name] = int(number)
+    return epochs
+
+
+def recorded_epochs(folder: Path) -> int | None:
+    """The schedule a (size, seed) folder was trained with (None: not recorded)."""
+    settings = folder / "settings.json"
+    return int(json.loads(settings.read_text())["epochs"]) if settings.is_file() else None
+
+
+def check_schedule(folder: Path, epochs: int) -> None:
+    """Refuse to resume or reuse a folder trained with another schedule (its models would mix)."""
+    recorded = recorded_epochs(folder)
+    if recorded is not None and recorded != epochs:
+        raise SystemExit(f"{folder}: trained with {recorded} epochs, {epochs} asked; use another --out")
+    if recorded is None and folder.is_dir() and any(folder.iterdir()):
+        raise SystemExit(f"{folder}: no settings.json says which schedule trained it; write "
+                         f'{{"epochs": N}} there or use another --out')
+
+
+def run(out: Path, seed: int, size: str, epochs: int, args: argparse.Namespace, sets: list[tuple[str, Path, Path]]) -> None:
     """Protocols 1 and 4 for one seed and one STU-Net size (the driver writes the matrices)."""
+    check_schedule(out, epochs)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "settings.json", json.dumps({"epochs": epochs, "iterations_per_epoch": ITERATIONS_PER_EPOCH}))
     names = [s[0] for s in sets]
     common = [sys.executable, "-m", "medsegzoo.drivers.aeval", "--bundle", args.bundle,
               *[a for n, d, f in sets for a in ("--set", f"{n}={d}::{f}")],
               "--config", Path(args.bundle) / "configs" / "cpu.json", "--no-mirroring",
               "--override", f"stunet_channels={json.dumps(CHANNELS[size])}", "--override", f"stunet_size={size}",
-              "--override", f"seed={seed}", "--override", f"max_epochs={args.epochs}",
+              "--override", f"seed={seed}", "--override", f"max_epochs={epochs}",
               "--train-sets", *names, "--test-sets", *names]
     for protocol in (1, 4):
         proc = subprocess.run([str(c) for c in [*common, "--protocol", protocol, "--work-dir", out / f"p{protocol}"]],
@@ -157,11 +190,13 @@ def report(out: Path, seeds: list[int], sizes: list[str]) -> str:
     cols = ["diagonal", "off-diagonal", "P1 all cells", "joint"]
     md = ([f"**Incomplete:** not finished yet: {', '.join(missing)} (rerun the command to resume).", ""]
           if missing else [])
-    md += ["| STU-Net (half width) | " + " | ".join(f"{c} DSC % median [min, max]" for c in cols) + " |",
-          "|---|" + "---|" * len(cols)]
+    md += ["| STU-Net (half width) | schedule | " + " | ".join(f"{c} DSC % median [min, max]" for c in cols) + " |",
+          "|---|---|" + "---|" * len(cols)]
     for size in sizes:
         part = rows[rows["size"] == size]
-        md.append(f"| {size} | " + " | ".join(
+        schedules = sorted({recorded_epochs(out / f"{size}_seed{s}") for s in done[size]}, key=str)
+        schedule = ", ".join(f"{e * ITERATIONS_PER_EPOCH} iterations" if e else "not recorded" for e in schedules)
+        md.append(f"| {size} | {schedule} | " + " | ".join(
             f"{statistics.median(part[c]):.1f} [{part[c].min():.1f}, {part[c].max():.1f}]" for c in cols) + " |")
     md += ["", "Per seed:", "", "| size | seed | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     md += [f"| {r['size']} | {r['seed']} | " + " | ".join(f"{r[c]:.1f}" for c in cols) + " |" for _, r in rows.iterrows()]
@@ -193,12 +228,15 @@ def main() -> int:
     p.add_argument("--sites", type=int, default=4)
     p.add_argument("--cases", type=int, default=7, help=f"cases per site (split {SPLIT} train/validation/test)")
     p.add_argument("--size", type=int, default=128, help="phantom field of view (mm)")
-    p.add_argument("--epochs", type=int, default=32, help="epochs of the CPU recipe's 25 iterations (the recipe: 24)")
+    p.add_argument("--epochs", nargs="+", default=["32"], metavar="N|SIZE=N",
+                   help="epochs of the CPU recipe's 25 iterations (the recipe: 24), for every size or per size "
+                        "(S=64 B=32); a folder trained with another schedule is refused")
     p.add_argument("--bundle", default=str(BUNDLE))
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "output" / "aeval_claim")
     p.add_argument("--report-only", action="store_true", help="rebuild the tables from an earlier run's --out")
     args = p.parse_args()
     out = args.out.resolve()
+    epochs = parse_epochs(args.epochs, args.sizes)
     if not args.report_only:
         timings_file = out / "timings.json"
         timings = json.loads(timings_file.read_text()) if timings_file.is_file() else {}
@@ -206,10 +244,11 @@ def main() -> int:
             sets = make_sets(out / f"data_seed{seed}", seed, args)
             for size in args.sizes:
                 if finished(out, size, seed):
+                    check_schedule(out / f"{size}_seed{seed}", epochs[size])
                     print(f"{size} seed {seed}: done earlier", flush=True)
                     continue
                 start = time.perf_counter()
-                run(out / f"{size}_seed{seed}", seed, size, args, sets)
+                run(out / f"{size}_seed{seed}", seed, size, epochs[size], args, sets)
                 timings[f"{size}_seed{seed}"] = round(time.perf_counter() - start)
                 print(f"{size} seed {seed}: {timings[f'{size}_seed{seed}']} s", flush=True)
                 timings_file.write_text(json.dumps(timings))
