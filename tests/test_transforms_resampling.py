@@ -28,6 +28,24 @@ def test_grid_maps_corner_to_corner_as_skimage_resize() -> None:
     np.testing.assert_allclose(out[0], reference, atol=1e-6)
 
 
+@pytest.mark.parametrize("order", [0, 1, 3])
+@pytest.mark.parametrize("shape", [(17, 50, 23), (80, 20, 30), (40, 37, 9)])
+def test_separable_zoom_equals_scipys_3d_zoom(order: int, shape: tuple[int, int, int]) -> None:
+    # the fast path (one sparse 1-D map per axis) against scipy's own 3-D zoom
+    from medsegzoo.transforms.resampling import _zoom
+
+    rng = np.random.default_rng(order)
+    volume = rng.standard_normal((40, 37, 23)).astype(np.float32)
+    factors = [n / o for n, o in zip(shape, volume.shape)]
+    reference = ndimage.zoom(volume, factors, order=order, mode="nearest", grid_mode=True)
+    out = _zoom(volume, shape, order)
+    assert out.shape == shape and out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_allclose(out, reference, rtol=0, atol=2e-6 if order else 0)
+    if order == 0:  # integer label maps take the same voxels
+        labels = rng.integers(0, 5, volume.shape).astype(np.uint8)
+        np.testing.assert_array_equal(_zoom(labels, shape, 0), ndimage.zoom(labels, factors, order=0, mode="nearest", grid_mode=True))
+
+
 def test_cubic_output_is_clipped_to_the_input_range() -> None:
     step = np.zeros((1, 8, 8, 8), np.float32)
     step[0, 4:] = 100.0
