@@ -38,6 +38,38 @@ def test_resampled_argmax_hand_computed_case():
     assert labels.dtype == torch.uint8
 
 
+def _dense_resampled_argmax(probs, axes):
+    """Reference: every channel interpolated on the whole output grid (x, then y, then z), then the argmax."""
+    def along(values, axis, dim):
+        shape = [1] * values.ndim
+        shape[dim] = len(axis)
+        low, up = values.index_select(dim, axis.lower), values.index_select(dim, axis.upper)
+        return torch.lerp(low, up, axis.weight.view(shape))
+
+    ax, ay, az = axes
+    mixed = along(probs, az, 3)  # z first: per output slice the z-mix of two input slices, as resampled_argmax
+    return first_argmax(along(along(mixed, ax, 1), ay, 2)).to(torch.uint8)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_resampled_argmax_equals_dense_interpolation_bit_for_bit(seed):
+    # smooth random scores (boundaries of every shape) upsampled by uneven factors, z by
+    # nearest neighbour in one case (weights 0: the shortcut through whole slices)
+    gen = torch.Generator().manual_seed(seed)
+    probs = torch.nn.functional.avg_pool3d(torch.rand(1, 5, 24, 20, 14, generator=gen), 3, 1, 1)[0]
+    probs = probs.softmax(0)
+    axes = [AxisWeights.linear((np.arange(61) + 0.5) * 22 / 61 - 0.5, 22),
+            AxisWeights.linear((np.arange(47) + 0.5) * 18 / 47 - 0.5, 18)]
+    z = (AxisWeights.linear((np.arange(29) + 0.5) * 12 / 29 - 0.5, 12) if seed == 0
+         else AxisWeights.nearest(np.floor((np.arange(29) + 0.5) * 12 / 29)))
+    probs = probs[:, :22, :18, :12]
+    got = resampled_argmax(probs, [*axes, z])
+    expected = _dense_resampled_argmax(probs, [*axes, z])
+    assert got.shape == (61, 47, 29)
+    assert torch.equal(got, expected)
+    assert len(torch.unique(expected)) == 5  # every class present: many boundaries were interpolated
+
+
 def test_axis_weights_clamp_at_the_border():
     w = AxisWeights.linear(np.array([-0.7, 0.25, 2.0, 2.6]), 3)
     assert w.lower.tolist() == [0, 0, 1, 1]
