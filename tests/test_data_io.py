@@ -134,3 +134,21 @@ def test_a_damaged_file_is_one_error_naming_it(tmp_path):
     with pytest.raises(DataValidationError, match="^own message$"), reading(broken):
         raise DataValidationError("own message")
     assert is_nifti("a/B.NII.GZ") and is_nifti(Path("x.nii")) and not is_nifti("x.nii.gz.bak")
+
+
+def test_save_prediction_writes_integer_and_float_label_maps(tmp_path: Path) -> None:
+    import torch
+    from monai.data import MetaTensor
+
+    from medsegzoo.transforms.io import SavePrediction, prediction_path
+
+    _, affine = _volume()
+    labels = np.random.default_rng(2).integers(0, 9, size=(1, 9, 7, 5)).astype(np.uint8)
+    saver = SavePrediction(tmp_path)
+    for case_id, value in (("ints", labels), ("floats", labels.astype(np.float32) + 0.2), ("big", labels.astype(np.int64) * 100)):
+        saver(MetaTensor(torch.as_tensor(value), affine=torch.as_tensor(affine)), case_id)
+        image = nib.load(prediction_path(tmp_path, case_id))
+        expected = labels[0].astype(np.int64) * (100 if case_id == "big" else 1)
+        np.testing.assert_array_equal(np.asarray(image.dataobj), expected)  # float maps rounded to the nearest label
+        assert image.get_data_dtype() == (np.uint16 if case_id == "big" else np.uint8)
+        np.testing.assert_allclose(image.affine, affine)

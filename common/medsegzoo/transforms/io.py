@@ -47,7 +47,7 @@ def write_label_map(path: str | os.PathLike, labels: np.ndarray, affine: np.ndar
     """Write an integer label map as NIfTI atomically (uint8, or uint16 above 255)."""
     array = np.asarray(labels)
     dtype = np.uint8 if array.size == 0 or int(array.max(initial=0)) <= 255 else np.uint16
-    image = nib.Nifti1Image(array.astype(dtype), affine)
+    image = nib.Nifti1Image(array.astype(dtype, copy=False), affine)
     image.set_qform(affine, code=1)
     image.set_sform(affine, code=1)
     with atomic_path(path) as tmp:
@@ -88,7 +88,8 @@ class SavePrediction(Transform):
                     f"case {case_id!r}: a prediction to save must be one label map (1, H, W, D), got {array.shape}"
                 )
             array = array[0]
-        array = np.rint(array).astype(np.int64)
+        if not np.issubdtype(array.dtype, np.integer):  # an integer map is written as it is (no full-size copies)
+            array = np.rint(array).astype(np.int64)
         affine = _affine_of(label)
         written = []
         if self.save_label_map:
