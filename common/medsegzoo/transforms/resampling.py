@@ -157,7 +157,7 @@ def resample_to_shape(
     shape = [int(s) for s in shape]
     if list(array.shape[1:]) == shape:
         return array
-    work = array.astype(np.float32) if not is_label else array
+    work = array.astype(np.float32, copy=False) if not is_label else array
     channels = []
     for channel in work:
         if axis is None:
