@@ -20,7 +20,15 @@ import sys
 import time
 from pathlib import Path
 
-from claims import Arm, TestSet, describe_recipe, parse_claim_args, run_experiment, write_claim
+from claims import (
+    Arm,
+    TestSet,
+    describe_recipe,
+    parse_claim_args,
+    run_experiment,
+    select_arms,
+    write_claim,
+)
 
 from medsegzoo.data.phantom_sets import make_phantom_set
 from medsegzoo.recipes import get_recipe
@@ -63,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = pd.read_csv(args.out / "runs.csv")
     else:
-        runs = run_experiment(recipe, ARMS, TESTS, args.seeds, make_data, args.out.resolve(),
+        runs = run_experiment(recipe, select_arms(ARMS, args.arms), TESTS, args.seeds, make_data, args.out.resolve(),
                               bundles_dir=args.bundles_dir, overrides=args.overrides)
     setting = (f"Seeds {args.seeds}; {describe_recipe(recipe, args.bundles_dir, args.overrides)}; "
                f"{CASES} LA-like phantoms of {SIZE} mm (30 training, 2 validation, 8 test); last weights scored. "

@@ -29,7 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from claims import ENV, Arm, TestSet, describe_recipe, parse_claim_args, prefix_case_ids, run_experiment, write_claim
+from claims import (
+    ENV,
+    Arm,
+    TestSet,
+    describe_recipe,
+    parse_claim_args,
+    prefix_case_ids,
+    run_experiment,
+    select_arms,
+    write_claim,
+)
 
 from medsegzoo.bundle_runs import BundleRun, parse_bundle, run_in_subprocess
 from medsegzoo.data.combine import combine_datalists
@@ -148,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
         runs = pd.read_csv(args.out / "runs.csv")
     else:
-        runs = run_experiment(recipe, ARMS, TESTS, args.seeds, make_data, args.out.resolve(),
+        runs = run_experiment(recipe, select_arms(ARMS, args.arms), TESTS, args.seeds, make_data, args.out.resolve(),
                               bundles_dir=args.bundles_dir, overrides=args.overrides, after_run=extension)
     extra = [c for c in runs.columns if c.endswith(("sensitivity", "specificity")) or c.startswith("extension")]
     setting = (f"Seeds {args.seeds}; {describe_recipe(recipe, args.bundles_dir, args.overrides)}; "
