@@ -219,6 +219,31 @@ def test_left_atrium_and_brain_anatomies() -> None:
     )  # FLAIR: oedema bright
 
 
+def test_left_atrium_variation_spreads_the_population() -> None:
+    def population(variation: float) -> tuple[np.ndarray, np.ndarray]:
+        centres, volumes = [], []
+        for patient in range(8):
+            atrium = make_phantom(SIZE, seed=[patient, 1], anatomy="left_atrium", variation=variation)
+            mask = atrium.label == 1
+            centres.append(np.argwhere(mask).mean(axis=0))
+            volumes.append(mask.sum())
+        return np.array(centres), np.array(volumes, float)
+
+    default = make_phantom(SIZE, seed=3, anatomy="left_atrium")
+    same = make_phantom(SIZE, seed=3, anatomy="left_atrium", variation=1.0)
+    assert default.image.tobytes() == same.image.tobytes()  # 1 is the default population
+    centres_1, volumes_1 = population(1.0)
+    centres_3, volumes_3 = population(3.0)
+    # three times the jitter: the atrium's position and size spread clearly more
+    assert np.linalg.norm(centres_3.std(axis=0)) > 1.8 * np.linalg.norm(centres_1.std(axis=0))
+    assert volumes_3.std() / volumes_3.mean() > 1.5 * volumes_1.std() / volumes_1.mean()
+    assert volumes_3.min() > 0  # every patient still has an atrium
+    with pytest.raises(MedSegZooError, match="left atrium anatomy only"):
+        make_phantom(SIZE, seed=0, variation=2.0)
+    with pytest.raises(MedSegZooError, match="variation must be"):
+        make_phantom(SIZE, seed=0, anatomy="left_atrium", variation=-1.0)
+
+
 def test_bad_arguments_raise() -> None:
     with pytest.raises(MedSegZooError, match="CT or MR"):
         make_phantom(SIZE, modality="PET")

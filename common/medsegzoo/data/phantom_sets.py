@@ -29,6 +29,7 @@ def make_phantom_set(
     modality: str | None = None,
     overwrite: bool = True,
     tumor_probability: float | None = None,
+    variation: float = 1.0,
 ) -> tuple[Path, Path]:
     """Write ``cases`` phantoms in ``layout`` and their datalist.
 
@@ -46,6 +47,7 @@ def make_phantom_set(
         modality: "CT" or "MR" (default: the layout's).
         overwrite: replace an existing folder.
         tumor_probability: probability that a case has lesions (default: the layout's).
+        variation: how much patients differ (left-atrium layouts only; 1 is the default).
 
     Returns:
         ``(dataset_dir, datalist_path)``; the datalist (``datalist.json`` inside the folder) has
@@ -53,7 +55,7 @@ def make_phantom_set(
     """
     root = write_phantom_dataset(
         out_dir, layout, cases=cases, size=size, site=site, seed=seed, modality=modality, tumors=tumors,
-        unlabeled=unlabeled, overwrite=overwrite, tumor_probability=tumor_probability,
+        unlabeled=unlabeled, overwrite=overwrite, tumor_probability=tumor_probability, variation=variation,
     )
     datalist = build_datalist(layout, root, split=split, seed=seed)
     path = write_datalist(datalist, Path(out_dir) / "datalist.json")

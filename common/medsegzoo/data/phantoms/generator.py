@@ -164,6 +164,7 @@ def make_phantom(
     tumor_probability: float = 0.7,
     lesion_kinds: Sequence[str] | None = None,
     crop: bool = True,
+    variation: float = 1.0,
 ) -> Phantom:
     """Generate one synthetic case.
 
@@ -182,12 +183,16 @@ def make_phantom(
         tumor_probability: probability that a case has tumours (``has_tumor`` in the metadata).
         lesion_kinds: lesion classes to draw from (default :data:`DEFAULT_LESIONS`).
         crop: apply the site's field-of-view crop.
+        variation: how much patients differ (left atrium only; 1 is the default population,
+            larger values spread the heart's anatomy, the body's deformation and the per-case
+            tissue intensities, see :func:`~.anatomy.left_atrium_structures`). A harder
+            population for semi-supervised learning: a few labeled patients no longer cover it.
 
     Returns:
         The :class:`Phantom`.
 
     Raises:
-        MedSegZooError: bad size, seed, site, modality or probability.
+        MedSegZooError: bad size, seed, site, modality, probability or variation.
         UnknownNameError: unknown anatomy or lesion kind.
     """
 
@@ -202,6 +207,11 @@ def make_phantom(
         modality = "MR"
     if not 0.0 <= tumor_probability <= 1.0:
         raise MedSegZooError(f"tumor_probability must be in [0, 1], got {tumor_probability}")
+    variation = float(variation)
+    if variation != 1.0 and anatomy != "left_atrium":
+        raise MedSegZooError(f"variation is implemented for the left atrium anatomy only, got {variation} for {anatomy!r}")
+    if not 0.0 <= variation <= 10.0:
+        raise MedSegZooError(f"variation must be in [0, 10], got {variation}")
     kinds = tuple(DEFAULT_LESIONS if lesion_kinds is None else lesion_kinds)
     unknown = [k for k in kinds if k not in LESION_HOSTS]
     if unknown:
@@ -236,7 +246,7 @@ def make_phantom(
         classes = ABDOMEN_CLASSES
         metadata["contrast_phase"] = site_obj.phase if modality == "CT" else None
     elif anatomy == "left_atrium":
-        structures = left_atrium_structures(anatomy_rng)
+        structures = left_atrium_structures(anatomy_rng, variation)
         classes = LA_CLASSES
     else:
         grade = "HGG" if anatomy_rng.uniform() < 0.75 else "LGG"
@@ -249,7 +259,7 @@ def make_phantom(
         {"class": les.tissue, "host": les.host, "center": list(les.center), "radius": les.radius}
         for les in lesions
     ]
-    frame = BodyFrame.random(anatomy_rng)
+    frame = BodyFrame.random(anatomy_rng) if variation == 1.0 else BodyFrame.random(anatomy_rng, 0.035 * variation)
     grid = site_grid(size, site_obj, crop=crop)
     coords = frame.body_coordinates(*grid.axes)
 
@@ -278,7 +288,7 @@ def make_phantom(
         image = images.pop("flair")
         extra = images
     else:
-        lut = _intensity_lut(names, anatomy, modality, site_obj, anatomy_rng)
+        lut = _intensity_lut(names, anatomy, modality, site_obj, anatomy_rng, variation)
         image = acquire(np.take(lut, tissue_map), site_obj, grid, modality, acquisition_rng)
     metadata["spacing"] = list(grid.spacing)
     metadata["shape"] = list(grid.shape)
@@ -295,12 +305,14 @@ def _tissue_label(name: str, anatomy: str) -> str | None:
 
 
 def _intensity_lut(
-    names: list[str], anatomy: str, modality: str, site: Site, rng: np.random.Generator
+    names: list[str], anatomy: str, modality: str, site: Site, rng: np.random.Generator, variation: float = 1.0
 ) -> np.ndarray:
     """Ideal intensity per tissue code, with a small per-case jitter per tissue."""
     if anatomy == "left_atrium":
         values = np.array([LA_MR[n] for n in names], np.float32)
-        return values * rng.uniform(0.93, 1.07, size=len(names)).astype(np.float32)
+        # +-7 % per tissue at variation 1 (literal bounds keep the default population's bytes)
+        low, high = (0.93, 1.07) if variation == 1.0 else (max(1 - 0.07 * variation, 0.3), 1 + 0.07 * variation)
+        return values * rng.uniform(low, high, size=len(names)).astype(np.float32)
     if modality == "CT":
         phase = PHASES.index(site.phase)
         values = np.array([TISSUES[n].hu[phase] for n in names], np.float32)

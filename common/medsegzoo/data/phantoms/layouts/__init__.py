@@ -235,6 +235,7 @@ def write_phantom_dataset(
     tumor_probability: float | None = None,
     overwrite: bool = False,
     progress: Callable[[str], None] | None = None,
+    variation: float = 1.0,
 ) -> Path:
     """Write a phantom data set in a public layout; return the layout's top folder.
 
@@ -256,6 +257,8 @@ def write_phantom_dataset(
             for KiTS19 where every case has one; 0.7 for general abdominal sets).
         overwrite: replace a non-empty ``out_dir``.
         progress: called with one line per written case.
+        variation: how much patients differ (left-atrium layouts only; see
+            :func:`~medsegzoo.data.phantoms.generator.make_phantom`).
 
     Returns:
         The layout's top folder (``out_dir`` itself for layouts without a wrapper folder).
@@ -301,6 +304,7 @@ def write_phantom_dataset(
             anatomy=spec.anatomy,
             tumor_probability=probability,
             lesion_kinds=lesions,
+            variation=variation,
         )
 
     make(0)  # validate every argument before anything is written
