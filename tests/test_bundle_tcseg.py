@@ -206,3 +206,17 @@ def test_augmentation_is_the_release_rot90_and_one_flip() -> None:
     pancreas = ConfigParser()
     pancreas.read_config([str(ROOT / "configs" / "train.json"), str(ROOT / "configs" / "presets" / "pancreas_ct.json")])
     assert [type(t).__name__ for t in pancreas.get_parsed_content("random_transforms")][:2] == ["SpatialPadd", "RandSpatialCropd"]
+
+
+def test_cpu_recipe_trains_tcseg_with_the_supervised_loss_at_full_weight() -> None:
+    def sup_weight(*configs: str, **settings: object) -> float:
+        parser = ConfigParser()
+        parser.read_config([str(ROOT / "configs" / name) for name in ("train.json", "presets/la.json", *configs)])
+        for key, value in settings.items():
+            parser[key] = value
+        return parser.get_parsed_content("loss").sup_weight
+
+    assert sup_weight() == 0.25  # the released code's /4, full recipe
+    assert sup_weight(supervised_only=True) == 1.0
+    # 800 iterations leave no time for a quarter of the supervised gradient (README, CPU recipe)
+    assert sup_weight("cpu.json") == 1.0
