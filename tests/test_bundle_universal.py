@@ -29,7 +29,7 @@ from bundle_checks import (
 )
 from bundle_utils import assert_bf16_steps_match_fp32, META_SCHEMA, bundle_dir, make_phantom_datalist, monai_bundle, run_bundle
 
-from medsegzoo.bundle_runs import BundleRun, run_in_process
+from medsegzoo.bundle_runs import BundleRun, parse_bundle, run_in_process
 from medsegzoo.data.datalist import load_split
 from medsegzoo.data.predictions import class_mask_path, prediction_path
 from medsegzoo.taxonomy import get_label_system
@@ -94,6 +94,40 @@ def test_interrupted_training_resumes_from_last_checkpoint(trained: dict[str, ob
     weights = _weights(root / "models" / "model.pt")  # inference weights: the final network
     assert set(weights) == set(final["network"]) and all(torch.equal(weights[k], final["network"][k]) for k in weights)
     assert "groups.0.embeddings" in final["network"]  # the text embeddings travel with the weights
+
+
+def test_training_batches_mask_exactly_the_classes_a_set_does_not_label(trained: dict[str, object]) -> None:
+    import nibabel as nib
+
+    parser = parse_bundle(BundleRun(bundle_dir(BUNDLE), SMOKE, _overrides(Path(trained["tmp"]) / "masking", trained["datalists"],
+                                                                         cache_rate=0.0, num_workers=0)))
+    dataset, names = parser.get_parsed_content("train#dataset"), parser.get_parsed_content("output_classes")
+    expected = {"kits19": {"kidney_right", "kidney_left", "kidney_tumor"}, "msd_liver": {"liver"},  # liver_tumor: left out
+                "msd_spleen": {"spleen"}}
+    seen = set()
+    for index, case in enumerate(dataset.data):
+        samples = dataset[index]
+        for sample in samples if isinstance(samples, list) else [samples]:
+            label = sample["label"]
+            assert label.shape[0] == len(names)
+            labeled = {names[k] for k in range(len(names)) if not bool((label[k] == -1).all())}
+            assert labeled == expected[case["dataset"]], case["case_id"]
+            for k in range(len(names)):  # a channel is either wholly ignored or a binary mask
+                values = set(torch.unique(label[k]).tolist())
+                assert values == {-1.0} if names[k] not in labeled else values <= {0.0, 1.0}
+        # the organ channel holds the organ of the file (KiTS: both kidneys, tumor inside them)
+        raw = np.asarray(nib.load(case["label"]).dataobj)
+        if case["dataset"] == "kits19":
+            whole = parser.get_parsed_content("base_transforms")
+            from monai.transforms import Compose
+
+            converted = Compose(whole)(dict(case))["label"]
+            kidneys = converted[names.index("kidney_right")] + converted[names.index("kidney_left")]
+            assert int((kidneys > 0).sum()) > 0 and int((raw > 0).sum()) > 0
+            tumor = converted[names.index("kidney_tumor")] > 0
+            assert bool((kidneys[tumor] > 0).all())  # multi-hot: a tumor voxel is kidney too
+        seen.add(case["dataset"])
+    assert seen == set(expected)
 
 
 def test_inference_and_evaluate_report_organs_and_tumor_detection(trained: dict[str, object], tmp_path: Path) -> None:
